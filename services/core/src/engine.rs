@@ -1,0 +1,354 @@
+//! The single-threaded reference engine: records in, ordered price
+//! decisions out. Every deployment of primetime (actors, Kafka, several
+//! instances) must reproduce its output exactly.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::{Config, ConfigError};
+use crate::features::{FeatureRow, Features};
+use crate::geo::{CellId, Geo, RegionId};
+use crate::model::{FormulaModel, PriceModel};
+use crate::partition::PartitionState;
+use crate::policy::{Adjustment, Multiplier, Policy};
+use crate::record::{RawRecord, Reason, RejectCounts, Validator};
+use crate::time::{IngestTime, Tick, Watermark};
+use crate::window::{Shard, Summary, TickRow};
+
+/// Why a decision has the value it has (DESIGN §1.6).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Explanation {
+    pub features: Features,
+    /// The model's raw output (the formula's when `fallback`).
+    pub raw: f64,
+    /// The fallback formula replaced a failed or non-finite model output.
+    pub fallback: bool,
+    /// The multiplier before this tick.
+    pub previous: Multiplier,
+    /// Every guardrail that changed the value, in order.
+    pub guardrails: Vec<Adjustment>,
+}
+
+/// A published price: the multiplier of `cell` from `tick` on. Keyed and
+/// versioned by `(cell, tick)`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PriceDecision {
+    pub cell: CellId,
+    pub tick: Tick,
+    pub multiplier: Multiplier,
+    pub model_version: Arc<str>,
+    pub explanation: Explanation,
+}
+
+/// Counters an operator (and a test) can read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    pub accepted: u64,
+    pub rejected: RejectCounts,
+    pub ticks_fired: u64,
+    /// Ticks whose batch the model failed (priced by the formula).
+    pub model_failures: u64,
+    pub decisions: u64,
+}
+
+/// Which of `shards` shards owns `region`. A fixed, documented hash so that
+/// every component routes the same way.
+pub fn shard_of(region: RegionId, shards: usize) -> usize {
+    debug_assert!(shards > 0);
+    let mixed = region.as_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    ((mixed >> 32) % shards as u64) as usize
+}
+
+/// The reference engine. `M` is the pricing model; [`FormulaModel`] by
+/// default.
+///
+/// Input is `(partition, offset, ingest time, record)` in any interleaving
+/// of partitions that keeps each partition's own order; the decisions are
+/// the same for every such interleaving and every shard count.
+pub struct Engine<M: PriceModel = FormulaModel> {
+    config: Config,
+    geo: Geo,
+    validator: Validator,
+    partitions: Vec<PartitionState>,
+    shards: Vec<Shard>,
+    policy: Policy,
+    model: M,
+    model_version: Arc<str>,
+    /// The next tick to fire; `None` while no cell is active (the first
+    /// tick then is the oldest bucket holding data).
+    next_tick: Option<i64>,
+    finished: bool,
+    stats: EngineStats,
+    out: Vec<PriceDecision>,
+    rows: Vec<Vec<TickRow>>,
+    input: Vec<FeatureRow>,
+    raw: Vec<f32>,
+}
+
+impl Engine<FormulaModel> {
+    /// An engine priced by the fallback formula.
+    pub fn with_formula(
+        config: Config,
+        partitions: u32,
+        shards: usize,
+    ) -> Result<Self, ConfigError> {
+        let model = FormulaModel::new(config.policy.fallback);
+        Self::new(config, partitions, shards, model)
+    }
+}
+
+impl<M: PriceModel> Engine<M> {
+    /// An engine over `partitions` input partitions (numbered from 0) and
+    /// `shards` cell shards (at least 1; results do not depend on it).
+    pub fn new(
+        config: Config,
+        partitions: u32,
+        shards: usize,
+        model: M,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let geo = config.geo();
+        let shards = shards.max(1);
+        Ok(Self {
+            validator: Validator::new(geo, config.max_future_skew_ms, config.max_event_delay_ms),
+            partitions: (0..partitions)
+                .map(|_| PartitionState::new(config.partition_params()))
+                .collect(),
+            shards: (0..shards)
+                .map(|_| Shard::new(geo, config.window_params()))
+                .collect(),
+            policy: Policy::new(config.policy),
+            model_version: Arc::from(model.version()),
+            model,
+            geo,
+            config,
+            next_tick: None,
+            finished: false,
+            stats: EngineStats::default(),
+            out: Vec::new(),
+            rows: vec![Vec::new(); shards],
+            input: Vec::new(),
+            raw: Vec::new(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn geo(&self) -> &Geo {
+        &self.geo
+    }
+
+    pub fn partition_count(&self) -> u32 {
+        self.partitions.len() as u32
+    }
+
+    /// Processes one record. Ticks whose end the service watermark passes
+    /// fire before this returns; their decisions wait in
+    /// [`Self::take_decisions`].
+    ///
+    /// # Panics
+    /// If `partition >= partition_count()`: the partition set is fixed at
+    /// construction (a partition appearing later could hold records older
+    /// than ticks already fired), so this is a caller bug, not bad input.
+    pub fn push(
+        &mut self,
+        partition: u32,
+        offset: i64,
+        ingest: IngestTime,
+        record: &RawRecord,
+    ) -> Result<(), Reason> {
+        let p = &mut self.partitions[partition as usize];
+        if self.finished {
+            // Every tick has fired: nothing can be counted any more.
+            p.observe_offset(offset);
+            self.stats.rejected.add(Reason::Late);
+            return Err(Reason::Late);
+        }
+        let event = match self.validator.validate(ingest, record) {
+            Ok(e) => e,
+            Err(reason) => {
+                p.observe_offset(offset);
+                self.stats.rejected.add(reason);
+                return Err(reason);
+            }
+        };
+        let before = p.watermark();
+        let event = match p.admit(offset, event) {
+            Ok(e) => e,
+            Err(reason) => {
+                self.stats.rejected.add(reason);
+                return Err(reason);
+            }
+        };
+        let advanced = p.watermark() > before;
+        let shard = self.shard_index(event.cell);
+        self.shards[shard].apply(&event);
+        self.stats.accepted += 1;
+        if advanced {
+            self.advance();
+        }
+        Ok(())
+    }
+
+    /// Counts a record that could not be decoded at all.
+    pub fn push_malformed(&mut self, partition: u32, offset: i64) {
+        self.partitions[partition as usize].observe_offset(offset);
+        self.stats.rejected.add(Reason::Malformed);
+    }
+
+    /// End of input: every partition's watermark goes to +∞ and ticks fire
+    /// until no cell is active (windows empty, every multiplier back to 1.0).
+    pub fn finish(&mut self) {
+        self.finished = true;
+        self.advance();
+    }
+
+    /// Decisions made so far, in order: by tick, then by cell.
+    pub fn take_decisions(&mut self) -> Vec<PriceDecision> {
+        std::mem::take(&mut self.out)
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        self.stats
+    }
+
+    /// Min over partition watermarks (`MAX` after [`Self::finish`]).
+    pub fn service_watermark(&self) -> Watermark {
+        if self.finished {
+            return Watermark::MAX;
+        }
+        self.partitions
+            .iter()
+            .map(PartitionState::watermark)
+            .min()
+            .unwrap_or(Watermark::MIN)
+    }
+
+    /// The per-partition state (watermark, last offset).
+    pub fn partition(&self, partition: u32) -> Option<&PartitionState> {
+        self.partitions.get(partition as usize)
+    }
+
+    /// Cells currently holding window state or a multiplier above 1.0.
+    pub fn active_cells(&self) -> usize {
+        self.shards.iter().map(Shard::len).sum()
+    }
+
+    /// The next tick that will fire, if any cell is active.
+    pub fn next_tick(&self) -> Option<Tick> {
+        self.next_tick.map(Tick)
+    }
+
+    /// The cell's state as of the last fired tick.
+    pub fn summary(&self, cell: CellId) -> Summary {
+        self.shards[self.shard_index(cell)]
+            .summary(cell)
+            .unwrap_or_default()
+    }
+
+    fn shard_index(&self, cell: CellId) -> usize {
+        if self.shards.len() == 1 {
+            0
+        } else {
+            shard_of(self.geo.region_of(cell), self.shards.len())
+        }
+    }
+
+    fn advance(&mut self) {
+        let wm = self.service_watermark();
+        if wm == Watermark::MIN {
+            return;
+        }
+        let bucket_ms = self.config.bucket_ms;
+        loop {
+            if self.active_cells() == 0 {
+                // Empty ticks would change nothing: start again from the
+                // oldest bucket of the next data.
+                self.next_tick = None;
+                return;
+            }
+            let k = match self.next_tick {
+                Some(k) => k,
+                None => match self.shards.iter().filter_map(Shard::min_bucket).min() {
+                    Some(k) => k,
+                    None => return,
+                },
+            };
+            if Tick(k).end_ms(bucket_ms) > wm.0 {
+                return;
+            }
+            self.fire(Tick(k));
+            self.next_tick = Some(k + 1);
+        }
+    }
+
+    fn fire(&mut self, tick: Tick) {
+        for shard in &mut self.shards {
+            shard.close_tick(tick);
+        }
+        {
+            let shards = &self.shards;
+            let geo = &self.geo;
+            let n = shards.len();
+            for (i, rows) in self.rows.iter_mut().enumerate() {
+                rows.clear();
+                shards[i].feature_rows(
+                    |c| {
+                        if n == 1 {
+                            None
+                        } else {
+                            shards[shard_of(geo.region_of(c), n)].summary(c)
+                        }
+                    },
+                    rows,
+                );
+            }
+        }
+        self.input.clear();
+        self.input
+            .extend(self.rows.iter().flatten().map(|r| r.features.to_row()));
+        let ok = match self.model.predict(&self.input, &mut self.raw) {
+            Ok(()) if self.raw.len() == self.input.len() => true,
+            _ => {
+                self.stats.model_failures += 1;
+                false
+            }
+        };
+
+        let first = self.out.len();
+        let mut j = 0;
+        for (i, rows) in self.rows.iter().enumerate() {
+            let mut changed: Vec<(CellId, Multiplier)> = Vec::new();
+            for row in rows {
+                let raw = ok.then(|| f64::from(self.raw[j]));
+                j += 1;
+                let v = self
+                    .policy
+                    .decide(&row.features, raw, row.neighbour_multiplier, row.prev);
+                if v.multiplier != row.prev {
+                    changed.push((row.cell, v.multiplier));
+                    self.out.push(PriceDecision {
+                        cell: row.cell,
+                        tick,
+                        multiplier: v.multiplier,
+                        model_version: Arc::clone(&self.model_version),
+                        explanation: Explanation {
+                            features: row.features,
+                            raw: v.raw,
+                            fallback: v.fallback,
+                            previous: row.prev,
+                            guardrails: v.adjustments.iter().collect(),
+                        },
+                    });
+                }
+            }
+            self.shards[i].commit(tick, changed);
+        }
+        self.out[first..].sort_unstable_by_key(|d| d.cell);
+        self.stats.ticks_fired += 1;
+        self.stats.decisions += (self.out.len() - first) as u64;
+    }
+}

@@ -1,0 +1,425 @@
+//! Per-cell bucketed windows and the per-tick feature computation
+//! (DESIGN §4), for the cells one shard owns.
+//!
+//! A tick runs in three steps so that shards never need a same-tick barrier:
+//! 1. [`Shard::close_tick`] computes every cell's own window stats at tick
+//!    `k` (mutating: closes buckets, prunes old ones);
+//! 2. [`Shard::feature_rows`] builds the feature rows, reading neighbours'
+//!    [`Summary`] of tick `k-1` through a lookup that may span shards;
+//! 3. [`Shard::commit`] stores the new multipliers, making every cell's
+//!    summary that of tick `k`, and evicts idle cells at 1.0.
+
+use std::collections::VecDeque;
+
+use rustc_hash::FxHashMap;
+
+use crate::DriverId;
+use crate::features::Features;
+use crate::geo::{CellId, Geo, Neighbours};
+use crate::policy::Multiplier;
+use crate::record::{DemandKind, DriverStatus, Signal, ValidEvent};
+use crate::time::{Tick, bucket_of};
+
+/// Window lengths, in buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowParams {
+    pub bucket_ms: i64,
+    /// Buckets in the supply horizon (default 6 = 60 s).
+    pub supply_buckets: i64,
+    /// Buckets in the short demand window (default 6 = 60 s).
+    pub short_buckets: i64,
+    /// Buckets in the long demand window (default 30 = 300 s); the longest
+    /// window, so it bounds how long a bucket is kept.
+    pub long_buckets: i64,
+}
+
+/// What neighbours see of a cell: its state as of the last fired tick.
+/// Absent cells read as `Summary::default()`, which is exactly the summary
+/// of a cell with no counts at 1.0 — so eviction changes no feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub supply: u32,
+    pub requests_5m: u32,
+    pub multiplier: Multiplier,
+}
+
+impl Default for Summary {
+    fn default() -> Self {
+        Self {
+            supply: 0,
+            requests_5m: 0,
+            multiplier: Multiplier::ONE,
+        }
+    }
+}
+
+/// A cell's own window statistics at a tick (before neighbour features).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct OwnStats {
+    supply: u32,
+    requests_1m: u32,
+    requests_5m: u32,
+    checks_1m: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Bucket {
+    index: i64,
+    requests: u32,
+    checks: u32,
+    /// Available drivers pinging in this bucket. Appended unsorted while the
+    /// bucket is open (one push per ping); sorted and deduplicated once when
+    /// the bucket is ticked, and dropped when it leaves the supply horizon.
+    drivers: Vec<DriverId>,
+    closed: bool,
+}
+
+impl Bucket {
+    fn new(index: i64) -> Self {
+        Self {
+            index,
+            requests: 0,
+            checks: 0,
+            drivers: Vec::new(),
+            closed: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct CellState {
+    /// Buckets with at least one event, ascending by index, none older than
+    /// the long window at the last tick.
+    buckets: VecDeque<Bucket>,
+    neighbours: Neighbours,
+    /// As of the last fired tick.
+    summary: Summary,
+    /// Stats of the tick being fired (between `close_tick` and `commit`).
+    pending: OwnStats,
+}
+
+/// One feature row of a tick, with what the policy needs besides features.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TickRow {
+    pub cell: CellId,
+    pub features: Features,
+    /// Mean multiplier of the neighbours at the previous tick (absent
+    /// neighbours count as 1.0).
+    pub neighbour_multiplier: f64,
+    pub prev: Multiplier,
+}
+
+/// The cells of a set of regions and their windows.
+#[derive(Debug, Clone)]
+pub struct Shard {
+    params: WindowParams,
+    geo: Geo,
+    cells: FxHashMap<CellId, CellState>,
+    scratch: Vec<DriverId>,
+}
+
+impl Shard {
+    pub fn new(geo: Geo, params: WindowParams) -> Self {
+        Self {
+            params,
+            geo,
+            cells: FxHashMap::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Number of active cells.
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    /// The oldest bucket holding data, if any cell has data.
+    pub fn min_bucket(&self) -> Option<i64> {
+        self.cells
+            .values()
+            .filter_map(|c| c.buckets.front().map(|b| b.index))
+            .min()
+    }
+
+    /// The cell's state as of the last fired tick, `None` if not active.
+    pub fn summary(&self, cell: CellId) -> Option<Summary> {
+        self.cells.get(&cell).map(|c| c.summary)
+    }
+
+    /// Adds an admitted event (with its effective, possibly re-timed time).
+    /// The caller guarantees its bucket has not been ticked. Pings of
+    /// drivers that are not available change nothing and create no cell.
+    pub fn apply(&mut self, event: &ValidEvent) {
+        let driver = match event.signal {
+            Signal::Driver {
+                status: DriverStatus::Available,
+                driver,
+            } => Some(driver),
+            Signal::Driver { .. } => return,
+            Signal::Demand(_) => None,
+        };
+        let geo = &self.geo;
+        let cell = self.cells.entry(event.cell).or_insert_with(|| CellState {
+            buckets: VecDeque::new(),
+            neighbours: geo.neighbours(event.cell),
+            summary: Summary::default(),
+            pending: OwnStats::default(),
+        });
+        let index = bucket_of(event.time.0, self.params.bucket_ms);
+        let bucket = bucket_mut(&mut cell.buckets, index);
+        match (event.signal, driver) {
+            (_, Some(d)) => bucket.drivers.push(d),
+            (Signal::Demand(DemandKind::RideRequest), _) => bucket.requests += 1,
+            (Signal::Demand(DemandKind::PriceCheck), _) => bucket.checks += 1,
+            (Signal::Driver { .. }, None) => {}
+        }
+    }
+
+    /// Step 1 of a tick: every cell's own window stats at `tick`.
+    pub fn close_tick(&mut self, tick: Tick) {
+        let p = self.params;
+        let k = tick.0;
+        for cell in self.cells.values_mut() {
+            while cell
+                .buckets
+                .front()
+                .is_some_and(|b| b.index <= k - p.long_buckets)
+            {
+                cell.buckets.pop_front();
+            }
+            let mut s = OwnStats::default();
+            let scratch = &mut self.scratch;
+            scratch.clear();
+            let mut supply_single: Option<usize> = None;
+            let mut supply_parts = 0;
+            for b in cell.buckets.iter_mut() {
+                if b.index > k {
+                    break;
+                }
+                s.requests_5m += b.requests;
+                if b.index > k - p.short_buckets {
+                    s.requests_1m += b.requests;
+                    s.checks_1m += b.checks;
+                }
+                if b.index > k - p.supply_buckets {
+                    if !b.closed {
+                        b.drivers.sort_unstable();
+                        b.drivers.dedup();
+                        b.drivers.shrink_to_fit();
+                        b.closed = true;
+                    }
+                    if !b.drivers.is_empty() {
+                        supply_parts += 1;
+                        supply_single = Some(b.drivers.len());
+                        scratch.extend_from_slice(&b.drivers);
+                    }
+                }
+                // Not needed by any later tick's supply.
+                if b.index <= k + 1 - p.supply_buckets && !b.drivers.is_empty() {
+                    b.drivers = Vec::new();
+                }
+            }
+            s.supply = match supply_parts {
+                0 => 0,
+                1 => supply_single.unwrap_or(0) as u32,
+                _ => {
+                    scratch.sort_unstable();
+                    scratch.dedup();
+                    scratch.len() as u32
+                }
+            };
+            cell.pending = s;
+        }
+    }
+
+    /// Step 2 of a tick: the feature rows of every cell, appended to `out`.
+    /// `lookup` answers the tick `k-1` summary of any cell, in this shard
+    /// or another (`None` = not active = `Summary::default()`).
+    pub fn feature_rows<F>(&self, lookup: F, out: &mut Vec<TickRow>)
+    where
+        F: Fn(CellId) -> Option<Summary>,
+    {
+        out.reserve(self.cells.len());
+        for (&id, cell) in &self.cells {
+            let mut supply_ring = 0u32;
+            let mut requests_ring = 0u32;
+            let mut mult_sum = 0u32;
+            let ns = cell.neighbours.as_slice();
+            for &n in ns {
+                let s = match self.cells.get(&n) {
+                    Some(c) => c.summary,
+                    None => lookup(n).unwrap_or_default(),
+                };
+                supply_ring += s.supply;
+                requests_ring += s.requests_5m;
+                mult_sum += s.multiplier.twentieths();
+            }
+            let neighbour_multiplier = if ns.is_empty() {
+                1.0
+            } else {
+                f64::from(mult_sum) / 20.0 / ns.len() as f64
+            };
+            let prev = cell.summary.multiplier;
+            out.push(TickRow {
+                cell: id,
+                features: Features {
+                    supply: cell.pending.supply,
+                    requests_1m: cell.pending.requests_1m,
+                    requests_5m: cell.pending.requests_5m,
+                    checks_1m: cell.pending.checks_1m,
+                    supply_ring,
+                    requests_5m_ring: requests_ring,
+                    prev_multiplier: prev.value(),
+                },
+                neighbour_multiplier,
+                prev,
+            });
+        }
+    }
+
+    /// Step 3 of a tick: stores each cell's new multiplier (cells missing
+    /// from `results` keep theirs), makes the tick's stats the summary, and
+    /// evicts cells that can no longer influence anything: no bucket left
+    /// for a later tick, nothing in the summary, multiplier 1.0.
+    pub fn commit<I>(&mut self, tick: Tick, results: I)
+    where
+        I: IntoIterator<Item = (CellId, Multiplier)>,
+    {
+        for (cell, m) in results {
+            if let Some(c) = self.cells.get_mut(&cell) {
+                c.summary.multiplier = m;
+            }
+        }
+        let horizon = tick.0 + 1 - self.params.long_buckets;
+        self.cells.retain(|_, c| {
+            c.summary.supply = c.pending.supply;
+            c.summary.requests_5m = c.pending.requests_5m;
+            while c.buckets.front().is_some_and(|b| b.index <= horizon) {
+                c.buckets.pop_front();
+            }
+            !(c.buckets.is_empty() && c.summary == Summary::default())
+        });
+    }
+}
+
+fn bucket_mut(buckets: &mut VecDeque<Bucket>, index: i64) -> &mut Bucket {
+    // Events arrive nearly in order: search from the back.
+    let mut pos = buckets.len();
+    while pos > 0 && buckets[pos - 1].index > index {
+        pos -= 1;
+    }
+    if pos == 0 || buckets[pos - 1].index != index {
+        buckets.insert(pos, Bucket::new(index));
+        pos += 1;
+    }
+    &mut buckets[pos - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EventKey;
+    use crate::time::EventTime;
+
+    fn params() -> WindowParams {
+        WindowParams {
+            bucket_ms: 10_000,
+            supply_buckets: 6,
+            short_buckets: 6,
+            long_buckets: 30,
+        }
+    }
+
+    fn ev(cell: CellId, t: i64, signal: Signal) -> ValidEvent {
+        ValidEvent {
+            key: EventKey::of("x"),
+            time: EventTime(t),
+            cell,
+            signal,
+        }
+    }
+
+    fn driver(n: u64) -> Signal {
+        Signal::Driver {
+            driver: DriverId(n),
+            status: DriverStatus::Available,
+        }
+    }
+
+    fn tick(shard: &mut Shard, k: i64) -> Vec<TickRow> {
+        shard.close_tick(Tick(k));
+        let mut rows = Vec::new();
+        shard.feature_rows(|_| None, &mut rows);
+        shard.commit(Tick(k), rows.iter().map(|r| (r.cell, r.prev)));
+        rows
+    }
+
+    #[test]
+    fn windows_count_distinct_supply_and_slide() {
+        let geo = Geo::new(8, 5).unwrap();
+        let cell = geo.cell_of(37.77, -122.42).unwrap();
+        let mut shard = Shard::new(geo, params());
+        // Driver 1 pings three times in bucket 0 and once in bucket 3;
+        // driver 2 once in bucket 5. Requests in buckets 0 and 7.
+        for t in [0, 4_000, 8_000, 30_000] {
+            shard.apply(&ev(cell, t, driver(1)));
+        }
+        shard.apply(&ev(cell, 55_000, driver(2)));
+        shard.apply(&ev(cell, 1_000, Signal::Demand(DemandKind::RideRequest)));
+        shard.apply(&ev(cell, 75_000, Signal::Demand(DemandKind::RideRequest)));
+        shard.apply(&ev(cell, 75_000, Signal::Demand(DemandKind::PriceCheck)));
+        // An unavailable driver adds nothing.
+        shard.apply(&ev(
+            cell,
+            2_000,
+            Signal::Driver {
+                driver: DriverId(9),
+                status: DriverStatus::OnTrip,
+            },
+        ));
+
+        let f = |rows: Vec<TickRow>| rows[0].features;
+        let at0 = f(tick(&mut shard, 0));
+        assert_eq!(
+            (at0.supply, at0.requests_1m, at0.requests_5m, at0.checks_1m),
+            (1, 1, 1, 0)
+        );
+        for k in 1..5 {
+            tick(&mut shard, k);
+        }
+        let at5 = f(tick(&mut shard, 5));
+        assert_eq!((at5.supply, at5.requests_1m, at5.requests_5m), (2, 1, 1));
+        let at7 = f(tick(&mut shard, 6));
+        // Bucket 0 left the 60 s windows at tick 6; driver 1 is still seen
+        // in bucket 3.
+        assert_eq!((at7.supply, at7.requests_1m, at7.requests_5m), (2, 0, 1));
+        let at7 = f(tick(&mut shard, 7));
+        assert_eq!((at7.requests_1m, at7.requests_5m, at7.checks_1m), (1, 2, 1));
+        for k in 8..36 {
+            tick(&mut shard, k);
+        }
+        assert_eq!(
+            shard.len(),
+            1,
+            "request of bucket 7 is still in the 5 m window at tick 35"
+        );
+        let at36 = f(tick(&mut shard, 36));
+        assert_eq!(at36.requests_5m, 1);
+        tick(&mut shard, 37);
+        assert!(shard.is_empty(), "idle cell at 1.0 is evicted");
+    }
+
+    #[test]
+    fn out_of_order_events_land_in_their_bucket() {
+        let mut buckets = VecDeque::new();
+        for i in [5, 3, 9, 3, 7, 1] {
+            bucket_mut(&mut buckets, i).requests += 1;
+        }
+        let idx: Vec<_> = buckets.iter().map(|b| (b.index, b.requests)).collect();
+        assert_eq!(idx, vec![(1, 1), (3, 2), (5, 1), (7, 1), (9, 1)]);
+    }
+}
