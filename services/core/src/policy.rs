@@ -2,8 +2,9 @@
 //! (DESIGN §5), and the fallback formula.
 //!
 //! Applied in this order, each recorded in the explanation when it changes
-//! the value: non-finite output → fallback formula; minimum evidence;
-//! spatial smoothing with the neighbours' multipliers of the previous tick;
+//! the value: non-finite output → fallback formula; minimum evidence (1.0,
+//! and no smoothing); spatial smoothing with the neighbours' multipliers of
+//! the previous tick;
 //! maximum step per tick (up and down); clamp to `[1.0, cap]`; quantise to
 //! 0.05. Quantisation never undoes the step limit or the clamp: it rounds
 //! to the nearest 0.05 *inside* the allowed range.
@@ -95,7 +96,9 @@ pub struct PolicyParams {
     /// of the two. It may be below a cell's current multiplier: the cap
     /// then wins over the step-down limit. Default none.
     pub emergency_cap: Option<f64>,
-    /// Fewer ride requests than this in the long window → 1.0. Default 3.
+    /// Fewer ride requests than this in the long window → 1.0, without
+    /// smoothing. At least 1, so that a cell without demand always returns
+    /// to 1.0 and is evicted. Default 3.
     pub min_requests_5m: u32,
     /// Weight of the neighbours' mean multiplier (previous tick) in the
     /// smoothed value, in `[0, 1)`. Default 0.25.
@@ -139,6 +142,9 @@ impl PolicyParams {
                     format!("must be a number >= 1.0, got {e}"),
                 ));
             }
+        }
+        if self.min_requests_5m < 1 {
+            out.push(("policy.min_requests_5m", "must be at least 1".to_owned()));
         }
         if !(self.smoothing_weight.is_finite() && (0.0..1.0).contains(&self.smoothing_weight)) {
             out.push((
@@ -303,13 +309,17 @@ impl Policy {
             }
         };
 
-        if features.requests_5m < self.params.min_requests_5m {
+        // Without evidence the target is 1.0, final: smoothing must not hold
+        // an idle cell above 1.0 (a cluster of idle cells at 1.05 would
+        // otherwise sustain itself through rounding and never be evicted).
+        let evidence = features.requests_5m >= self.params.min_requests_5m;
+        if !evidence {
             adj.push(Guardrail::MinEvidence, v, 1.0);
             v = 1.0;
         }
 
         let w = self.params.smoothing_weight;
-        if w > 0.0 {
+        if evidence && w > 0.0 {
             let smoothed = (1.0 - w) * v + w * neighbour_multiplier;
             adj.push(Guardrail::Smoothing, v, smoothed);
             v = smoothed;
