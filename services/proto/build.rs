@@ -1,0 +1,18 @@
+//! Compiles `proto/primetime/v1/*.proto` with protox (pure Rust, no system
+//! `protoc`) and generates the prost types into `OUT_DIR`.
+
+use std::error::Error;
+
+const PROTO_ROOT: &str = "../../proto";
+const FILES: [&str; 3] = [
+    "primetime/v1/events.proto",
+    "primetime/v1/prices.proto",
+    "primetime/v1/log.proto",
+];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    println!("cargo:rerun-if-changed={PROTO_ROOT}");
+    let fds = protox::compile(FILES, [PROTO_ROOT])?;
+    prost_build::Config::new().compile_fds(fds)?;
+    Ok(())
+}
