@@ -78,6 +78,9 @@ pub struct Engine<M: PriceModel = FormulaModel> {
     /// The next tick to fire; `None` while no cell is active (the first
     /// tick then is the oldest bucket holding data).
     next_tick: Option<i64>,
+    /// The oldest bucket that received an event while `next_tick` was
+    /// `None`: where ticking starts.
+    first_bucket: Option<i64>,
     finished: bool,
     stats: EngineStats,
     out: Vec<PriceDecision>,
@@ -124,6 +127,7 @@ impl<M: PriceModel> Engine<M> {
             geo,
             config,
             next_tick: None,
+            first_bucket: None,
             finished: false,
             stats: EngineStats::default(),
             out: Vec::new(),
@@ -186,6 +190,10 @@ impl<M: PriceModel> Engine<M> {
         let advanced = p.watermark() > before;
         let shard = self.shard_index(event.cell);
         self.shards[shard].apply(&event);
+        if self.next_tick.is_none() {
+            let b = crate::time::bucket_of(event.time.0, self.config.bucket_ms);
+            self.first_bucket = Some(self.first_bucket.map_or(b, |f| f.min(b)));
+        }
         self.stats.accepted += 1;
         if advanced {
             self.advance();
@@ -268,14 +276,11 @@ impl<M: PriceModel> Engine<M> {
                 // Empty ticks would change nothing: start again from the
                 // oldest bucket of the next data.
                 self.next_tick = None;
+                self.first_bucket = None;
                 return;
             }
-            let k = match self.next_tick {
-                Some(k) => k,
-                None => match self.shards.iter().filter_map(Shard::min_bucket).min() {
-                    Some(k) => k,
-                    None => return,
-                },
+            let Some(k) = self.next_tick.or(self.first_bucket) else {
+                return;
             };
             if Tick(k).end_ms(bucket_ms) > wm.0 {
                 return;

@@ -7,6 +7,7 @@
 //! - [`geo`]: H3 price cells, regions, neighbours;
 //! - [`time`]: event/ingest time, watermarks, buckets and ticks;
 //! - [`partition`]: per-partition watermark, late-record re-timing, dedup;
+//! - [`dedup`]: the partition's expiring set of event keys;
 //! - [`window`]: per-cell bucketed windows of one shard, tick steps;
 //! - [`features`]: the 7-column feature contract with the model;
 //! - [`model`]: the [`PriceModel`] seam and the formula model;
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dedup;
 pub mod engine;
 pub mod features;
 pub mod geo;
@@ -52,13 +54,17 @@ impl DriverId {
     }
 }
 
-/// An event id, as the 128-bit XXH3 hash of the external id: what dedup
-/// remembers. A false duplicate needs a 128-bit collision.
+/// An event id, as the 64-bit XXH3 hash of the external id: what dedup
+/// remembers. A false duplicate needs a collision with one of the ids
+/// remembered on the same partition: with 500 k remembered ids that is
+/// 500 k / 2⁶⁴ ≈ 3·10⁻¹⁴ per event — one lost event in ~10 years at
+/// 100 k events/s. 64 rather than 128 bits halves the dedup table, the
+/// largest per-event memory access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EventKey(pub u128);
+pub struct EventKey(pub u64);
 
 impl EventKey {
     pub fn of(event_id: &str) -> Self {
-        Self(xxhash_rust::xxh3::xxh3_128(event_id.as_bytes()))
+        Self(xxhash_rust::xxh3::xxh3_64(event_id.as_bytes()))
     }
 }

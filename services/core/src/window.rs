@@ -137,14 +137,6 @@ impl Shard {
         self.cells.is_empty()
     }
 
-    /// The oldest bucket holding data, if any cell has data.
-    pub fn min_bucket(&self) -> Option<i64> {
-        self.cells
-            .values()
-            .filter_map(|c| c.buckets.front().map(|b| b.index))
-            .min()
-    }
-
     /// The cell's state as of the last fired tick, `None` if not active.
     pub fn summary(&self, cell: CellId) -> Option<Summary> {
         self.cells.get(&cell).map(|c| c.summary)
