@@ -18,11 +18,16 @@
 //! Run: `cargo bench -p primetime-core --bench engine`
 
 use std::hint::black_box;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use h3o::{CellIndex, LatLng, Resolution};
-use primetime_core::{Config, Engine, IngestTime, RawDemandEvent, RawDriverLocation, RawRecord, shard_of};
+use primetime_core::{
+    Config, Engine, IngestTime, RawDemandEvent, RawDriverLocation, RawRecord, shard_of,
+};
 
 const CELLS: u32 = 100_000;
 const DRIVERS: usize = 360_000;
@@ -68,7 +73,9 @@ struct Workload {
 
 fn workload() -> Workload {
     let mut rng = Rng(7);
-    let center = LatLng::new(37.7749, -122.4194).expect("valid").to_cell(Resolution::Eight);
+    let center = LatLng::new(37.7749, -122.4194)
+        .expect("valid")
+        .to_cell(Resolution::Eight);
     let mut cells: Vec<CellIndex> = center.grid_disk::<Vec<_>>(183);
     cells.truncate(CELLS as usize);
     // Shuffle so popularity is not tied to distance from the centre.
@@ -102,8 +109,15 @@ fn workload() -> Workload {
         })
         .collect();
     // One driver based in every cell, the rest where popularity puts them.
-    let homes: Vec<usize> =
-        (0..DRIVERS).map(|d| if d < CELLS as usize { d } else { zipf(&mut rng) }).collect();
+    let homes: Vec<usize> = (0..DRIVERS)
+        .map(|d| {
+            if d < CELLS as usize {
+                d
+            } else {
+                zipf(&mut rng)
+            }
+        })
+        .collect();
     let span_ms = POOL as i64 * 1_000 / EVENTS_PER_SECOND;
     let mut pool = Vec::with_capacity(POOL);
     for i in 0..POOL {
@@ -140,13 +154,26 @@ fn workload() -> Workload {
             });
             (cell, record)
         };
-        pool.push(Item { partition: partition_of[cell], base_ms: base, jitter_ms, ingest_offset, record });
+        pool.push(Item {
+            partition: partition_of[cell],
+            base_ms: base,
+            jitter_ms,
+            ingest_offset,
+            record,
+        });
     }
     Workload { pool, span_ms }
 }
 
 /// Pushes `n` records continuing the cyclic stream at `*pos`.
-fn push_n(engine: &mut Engine, w: &mut Workload, pos: &mut u64, n: u64, offsets: &mut [i64]) {
+fn push_n(
+    engine: &mut Engine,
+    w: &mut Workload,
+    pos: &mut u64,
+    n: u64,
+    offsets: &mut [i64],
+    outcomes: &mut Vec<Result<(), primetime_core::Reason>>,
+) {
     let end = *pos + n;
     while *pos < end {
         let cycle = *pos / POOL as u64;
@@ -167,11 +194,21 @@ fn push_n(engine: &mut Engine, w: &mut Workload, pos: &mut u64, n: u64, offsets:
                 }
             };
             id.replace_range(0..8, &id_prefix);
-            let p = item.partition as usize;
-            let ingest = IngestTime(T0 + item.ingest_offset + shift);
-            let _ = black_box(engine.push(item.partition, offsets[p], ingest, &item.record));
-            offsets[p] += 1;
         }
+        let batch = w.pool[from..to].iter().map(|item| {
+            let p = item.partition as usize;
+            let offset = offsets[p];
+            offsets[p] += 1;
+            (
+                item.partition,
+                offset,
+                IngestTime(T0 + item.ingest_offset + shift),
+                &item.record,
+            )
+        });
+        outcomes.clear();
+        engine.push_batch(batch, outcomes);
+        black_box(&outcomes);
         *pos += (to - from) as u64;
     }
 }
@@ -181,10 +218,18 @@ fn bench_engine(c: &mut Criterion) {
     let mut engine = Engine::with_formula(Config::default(), PARTITIONS, 1).expect("config");
     let mut offsets = vec![0i64; PARTITIONS as usize];
     let mut pos = 0u64;
+    let mut outcomes = Vec::new();
     let warm = Instant::now();
     // Six minutes of event time: windows, dedup sets and cells at steady state.
     let warm_events = 360 * EVENTS_PER_SECOND as u64;
-    push_n(&mut engine, &mut w, &mut pos, warm_events, &mut offsets);
+    push_n(
+        &mut engine,
+        &mut w,
+        &mut pos,
+        warm_events,
+        &mut offsets,
+        &mut outcomes,
+    );
     let secs = warm.elapsed().as_secs_f64();
     let stats = engine.stats();
     eprintln!(
@@ -204,7 +249,14 @@ fn bench_engine(c: &mut Criterion) {
     group.bench_function("push_100k_cells_zipf", |b| {
         b.iter_custom(|iters| {
             let start = Instant::now();
-            push_n(&mut engine, &mut w, &mut pos, iters * chunk, &mut offsets);
+            push_n(
+                &mut engine,
+                &mut w,
+                &mut pos,
+                iters * chunk,
+                &mut offsets,
+                &mut outcomes,
+            );
             start.elapsed()
         })
     });
@@ -215,7 +267,11 @@ fn bench_engine(c: &mut Criterion) {
         engine.active_cells(),
         stats.ticks_fired,
         stats.accepted,
-        stats.rejected.iter().filter(|(_, n)| *n > 0).collect::<Vec<_>>()
+        stats
+            .rejected
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .collect::<Vec<_>>()
     );
 }
 

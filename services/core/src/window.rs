@@ -137,6 +137,15 @@ impl Shard {
         self.cells.is_empty()
     }
 
+    /// Loads the cell's state and its newest bucket, so a later
+    /// [`Self::apply`] finds them in cache. Returns what it read.
+    pub fn touch(&self, cell: CellId) -> u64 {
+        self.cells
+            .get(&cell)
+            .and_then(|c| c.buckets.back())
+            .map_or(0, |b| b.drivers.len() as u64)
+    }
+
     /// The cell's state as of the last fired tick, `None` if not active.
     pub fn summary(&self, cell: CellId) -> Option<Summary> {
         self.cells.get(&cell).map(|c| c.summary)
