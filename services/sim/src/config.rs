@@ -1,0 +1,323 @@
+//! [`SimConfig`] and its parts, with documented defaults and validation.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a simulation depends on: the output is a pure function of
+/// this struct (and of how far the simulation is advanced).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimConfig {
+    /// Seed of every random choice. Default 7.
+    pub seed: u64,
+    /// Simulation start, Unix ms (UTC). Default 1_800_000_000_000
+    /// (2027-01-15 08:00 UTC, midnight in San Francisco); the service
+    /// overrides it with "now". Must be in [1970, 2100).
+    pub start_ms: i64,
+    /// Latitude of the city centre, degrees. Default 37.7749 (San
+    /// Francisco). Must be within ±80.
+    pub center_lat: f64,
+    /// Longitude of the city centre, degrees. Default -122.4194.
+    pub center_lng: f64,
+    /// Radius of the city around its centre. Default 12 km; 0.5..=50.
+    pub radius_km: f64,
+    /// Number of drivers. Default 3_000; at most 1_000_000.
+    pub drivers: u32,
+    /// Interval between two location pings of a driver. Default 4 s;
+    /// 100 ms..=10 min.
+    pub ping_interval_ms: i64,
+    /// City-wide rider sessions started per second of simulated time, at a
+    /// time-of-day factor of 1.0 (the factor's daily mean). Default 6.0;
+    /// 0..=100_000.
+    pub demand_per_s: f64,
+    /// Number of input partitions (per topic). Default 4; 1..=4096.
+    pub partitions: u32,
+    /// A stadium emptying out: a burst of demand in one cell. Default
+    /// `Some(StadiumEvent::default())`.
+    pub stadium: Option<StadiumEvent>,
+    /// Injected input faults. Default: none.
+    pub noise: Noise,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            seed: 7,
+            start_ms: 1_800_000_000_000,
+            center_lat: 37.7749,
+            center_lng: -122.4194,
+            radius_km: 12.0,
+            drivers: 3_000,
+            ping_interval_ms: 4_000,
+            demand_per_s: 6.0,
+            partitions: 4,
+            stadium: Some(StadiumEvent::default()),
+            noise: Noise::default(),
+        }
+    }
+}
+
+/// A stadium crowd leaving: `riders` extra sessions start from the res-8
+/// cell holding (`lat`, `lng`), 70 % of them in the first third of the
+/// event, and request a ride with probability 0.9.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StadiumEvent {
+    /// Latitude of the stadium. Default 37.7786 (Oracle Park). Must lie in
+    /// the city.
+    pub lat: f64,
+    /// Longitude of the stadium. Default -122.3893.
+    pub lng: f64,
+    /// Start of the event after the simulation start. Default 15 s; ≥ 0.
+    pub starts_after_ms: i64,
+    /// Length of the event. Default 10 min; > 0, at most 1 day.
+    pub duration_ms: i64,
+    /// Rider sessions the event adds. Default 1_500; at most 10_000_000.
+    pub riders: u32,
+}
+
+impl Default for StadiumEvent {
+    fn default() -> Self {
+        Self {
+            lat: 37.7786,
+            lng: -122.3893,
+            starts_after_ms: 15_000,
+            duration_ms: 600_000,
+            riders: 1_500,
+        }
+    }
+}
+
+/// Input faults, each a probability per generated record in `[0, 1]`; the
+/// rates may sum to at most 1, since a record gets at most one fault. The
+/// faulty record is labelled with its [`Label`](crate::Label). All default
+/// to 0.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Noise {
+    /// The record is emitted again, same payload and event id, 0.5–20 s
+    /// later in ingest order (the copy is labelled `Duplicate`).
+    pub duplicate: f64,
+    /// Event time moved back 0.5–4 s, within the engine's default 5 s
+    /// out-of-orderness.
+    pub out_of_order: f64,
+    /// Ingest delayed to 10–120 s after the event time: some are re-timed
+    /// to the watermark, those beyond the 60 s lateness are `late`.
+    pub late: f64,
+    /// Event time off by ± 2 hours .. 2 years (log-uniform): `future` or
+    /// `too_old`.
+    pub bad_clock: f64,
+    /// Payload replaced by bytes that are not valid protobuf for the topic.
+    pub malformed: f64,
+}
+
+impl Noise {
+    /// The rates in [`crate::Label`] order (after `Clean`).
+    pub(crate) fn rates(&self) -> [(&'static str, f64); 5] {
+        [
+            ("duplicate", self.duplicate),
+            ("out_of_order", self.out_of_order),
+            ("late", self.late),
+            ("bad_clock", self.bad_clock),
+            ("malformed", self.malformed),
+        ]
+    }
+
+    /// Whether any fault can be injected.
+    pub fn is_active(&self) -> bool {
+        self.rates().iter().any(|(_, r)| *r > 0.0)
+    }
+}
+
+/// Latest accepted start: 2100-01-01T00:00:00Z. Keeps every derived time
+/// (± 2 years of bad clock included) far from `i64` overflow.
+const MAX_START_MS: i64 = 4_102_444_800_000;
+
+impl SimConfig {
+    /// Every problem with the scalar fields, as `field: message` lines.
+    /// Problems that need the city's geometry (stadium outside the city,
+    /// empty city) are added by [`crate::Simulator::new`].
+    pub(crate) fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut bad = |field: &str, msg: String| out.push(format!("{field}: {msg}"));
+        if !(0..MAX_START_MS).contains(&self.start_ms) {
+            bad(
+                "start_ms",
+                format!(
+                    "must be a Unix ms time in [1970, 2100), got {}",
+                    self.start_ms
+                ),
+            );
+        }
+        if !(self.center_lat.is_finite() && (-80.0..=80.0).contains(&self.center_lat)) {
+            bad(
+                "center_lat",
+                format!("must be in [-80, 80], got {}", self.center_lat),
+            );
+        }
+        if !(self.center_lng.is_finite() && (-180.0..=180.0).contains(&self.center_lng)) {
+            bad(
+                "center_lng",
+                format!("must be in [-180, 180], got {}", self.center_lng),
+            );
+        }
+        if !(self.radius_km.is_finite() && (0.5..=50.0).contains(&self.radius_km)) {
+            bad(
+                "radius_km",
+                format!("must be in [0.5, 50], got {}", self.radius_km),
+            );
+        }
+        if self.drivers > 1_000_000 {
+            bad(
+                "drivers",
+                format!("must be at most 1000000, got {}", self.drivers),
+            );
+        }
+        if !(100..=600_000).contains(&self.ping_interval_ms) {
+            bad(
+                "ping_interval_ms",
+                format!("must be in [100, 600000] ms, got {}", self.ping_interval_ms),
+            );
+        }
+        if !(self.demand_per_s.is_finite() && (0.0..=100_000.0).contains(&self.demand_per_s)) {
+            bad(
+                "demand_per_s",
+                format!("must be in [0, 100000], got {}", self.demand_per_s),
+            );
+        }
+        if !(1..=4096).contains(&self.partitions) {
+            bad(
+                "partitions",
+                format!("must be in [1, 4096], got {}", self.partitions),
+            );
+        }
+        if let Some(s) = &self.stadium {
+            if !(s.lat.is_finite() && (-90.0..=90.0).contains(&s.lat)) {
+                bad(
+                    "stadium.lat",
+                    format!("must be in [-90, 90], got {}", s.lat),
+                );
+            }
+            if !(s.lng.is_finite() && (-180.0..=180.0).contains(&s.lng)) {
+                bad(
+                    "stadium.lng",
+                    format!("must be in [-180, 180], got {}", s.lng),
+                );
+            }
+            if !(0..=365 * 86_400_000).contains(&s.starts_after_ms) {
+                bad(
+                    "stadium.starts_after_ms",
+                    format!("must be in [0, 1 year], got {}", s.starts_after_ms),
+                );
+            }
+            if !(1..=86_400_000).contains(&s.duration_ms) {
+                bad(
+                    "stadium.duration_ms",
+                    format!("must be in [1, 86400000] ms, got {}", s.duration_ms),
+                );
+            }
+            if s.riders > 10_000_000 {
+                bad(
+                    "stadium.riders",
+                    format!("must be at most 10000000, got {}", s.riders),
+                );
+            }
+        }
+        let mut sum = 0.0;
+        let mut all_valid = true;
+        for (name, rate) in self.noise.rates() {
+            if rate.is_finite() && (0.0..=1.0).contains(&rate) {
+                sum += rate;
+            } else {
+                all_valid = false;
+                bad(
+                    &format!("noise.{name}"),
+                    format!("must be a probability in [0, 1], got {rate}"),
+                );
+            }
+        }
+        if all_valid && sum > 1.0 + 1e-9 {
+            bad(
+                "noise",
+                format!("rates must sum to at most 1 (one fault per record), got {sum}"),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(SimConfig::default().problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let c = SimConfig {
+            start_ms: -1,
+            radius_km: f64::NAN,
+            ping_interval_ms: 0,
+            partitions: 0,
+            stadium: Some(StadiumEvent {
+                duration_ms: 0,
+                ..StadiumEvent::default()
+            }),
+            noise: Noise {
+                late: 1.5,
+                ..Noise::default()
+            },
+            ..SimConfig::default()
+        };
+        let fields: Vec<String> = c
+            .problems()
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "start_ms",
+                "radius_km",
+                "ping_interval_ms",
+                "partitions",
+                "stadium.duration_ms",
+                "noise.late"
+            ]
+        );
+    }
+
+    #[test]
+    fn noise_rates_must_sum_to_at_most_one() {
+        let c = SimConfig {
+            noise: Noise {
+                duplicate: 0.6,
+                malformed: 0.6,
+                ..Noise::default()
+            },
+            ..SimConfig::default()
+        };
+        let problems = c.problems();
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].starts_with("noise: rates must sum"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn serde_defaults_and_unknown_fields() {
+        let c: SimConfig = serde_json::from_str(r#"{"seed": 9, "noise": {"late": 0.1}}"#)
+            .expect("partial config parses");
+        assert_eq!(c.seed, 9);
+        assert_eq!(c.noise.late, 0.1);
+        assert_eq!(c.drivers, 3_000);
+        assert!(serde_json::from_str::<SimConfig>(r#"{"sead": 9}"#).is_err());
+        assert!(serde_json::from_str::<SimConfig>(r#"{"noise": {"lat": 0.1}}"#).is_err());
+        let json = serde_json::to_string(&SimConfig::default()).expect("serialises");
+        let back: SimConfig = serde_json::from_str(&json).expect("round trips");
+        assert_eq!(back, SimConfig::default());
+    }
+}

@@ -1,0 +1,977 @@
+//! The [`Simulator`]: the world stepped in fixed steps, and the ingest-
+//! ordered output queue.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::fmt::Write as _;
+
+use primetime_core::{CellId, DemandKind, DriverStatus, RegionId};
+use primetime_proto::{LogEntry, Topic, v1};
+use prost::Message;
+
+use crate::SimError;
+use crate::city::{City, Spot};
+use crate::config::SimConfig;
+use crate::demand::{TimeOfDay, stadium_released};
+use crate::noise::{Faults, Label, bad_clock_offset_ms, corrupt};
+use crate::rng::Rng;
+
+/// Length of one world step. Records are generated a step at a time; every
+/// record of the step starting at `t` has ingest time ≥ `t`, which is what
+/// makes the output independent of how [`Simulator::advance_to`] is
+/// chunked.
+const STEP_MS: i64 = 1_000;
+
+/// Independent random streams: noise never perturbs the world.
+const WORLD_STREAM: u64 = 1;
+const NOISE_STREAM: u64 = 2;
+
+/// Network delay between an action and its ingest: 20–400 ms, skewed
+/// towards the low end (20 + 380·u²).
+const MIN_DELAY_MS: f64 = 20.0;
+const DELAY_SPAN_MS: f64 = 380.0;
+const DELAY_MAX_MS: i64 = 400;
+
+/// Driver behaviour.
+const MIN_SPEED_MPS: f64 = 2.0;
+const MAX_SPEED_MPS: f64 = 8.0;
+/// Standard deviation of the heading change per ping, radians.
+const HEADING_JITTER: f64 = 0.5;
+/// Share of available drivers going offline per minute.
+const OFFLINE_PER_MINUTE: f64 = 0.01;
+const OFFLINE_MIN_MS: i64 = 2 * 60_000;
+const OFFLINE_MAX_MS: i64 = 8 * 60_000;
+const TRIP_MIN_MS: i64 = 5 * 60_000;
+const TRIP_MAX_MS: i64 = 20 * 60_000;
+/// Share of drivers starting at a demand hotspot (the rest uniformly).
+const DRIVERS_AT_HOTSPOTS: f64 = 0.5;
+
+/// Rider behaviour.
+const MAX_CHECKS: i64 = 3;
+const CHECK_GAP_MS: (i64, i64) = (2_000, 8_000);
+const REQUEST_GAP_MS: (i64, i64) = (3_000, 15_000);
+const REQUEST_PROBABILITY: f64 = 0.6;
+const STADIUM_REQUEST_PROBABILITY: f64 = 0.9;
+const RETRY_PROBABILITY: f64 = 0.5;
+const RETRY_GAP_MS: (i64, i64) = (30_000, 90_000);
+/// Spread of stadium riders around the stadium, kept inside its cell.
+const STADIUM_SPREAD_KM: f64 = 0.12;
+
+/// Noise magnitudes (see [`crate::Noise`]).
+const DUPLICATE_GAP_MS: (i64, i64) = (500, 20_000);
+const OUT_OF_ORDER_MS: (i64, i64) = (500, 4_000);
+const LATE_MS: (i64, i64) = (10_000, 120_000);
+
+/// Slot value of a driver position outside every city cell (only possible
+/// mid-trip).
+const NO_SLOT: u32 = u32::MAX;
+
+/// One input record as a Kafka consumer would see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimRecord {
+    /// Partition of the region the record's location falls in.
+    pub partition: u32,
+    /// Offset within the partition, from 0, without gaps.
+    pub offset: i64,
+    /// Trusted ingest time, Unix ms.
+    pub ingest_time_ms: i64,
+    pub topic: Topic,
+    /// Encoded `DriverLocation` / `DemandEvent` (garbage when
+    /// `label == Malformed`).
+    pub payload: Vec<u8>,
+    /// The fault injected, if any.
+    pub label: Label,
+}
+
+impl SimRecord {
+    /// The record as an event-log entry (the label is not logged).
+    pub fn into_log_entry(self) -> LogEntry {
+        LogEntry {
+            partition: self.partition,
+            offset: self.offset,
+            ingest_time_ms: self.ingest_time_ms,
+            topic: self.topic,
+            payload: self.payload,
+        }
+    }
+}
+
+/// Width of one slot of the output wheel.
+const WHEEL_SLOT_MS: i64 = 64;
+/// Slots of the output wheel: 4096 × 64 ms ≈ 262 s ahead.
+const WHEEL_SLOTS: usize = 4096;
+/// Longest a record can wait between the start of the step that generated
+/// it and its ingest: a step, then the late fault's 120 s, or the network
+/// delay plus the duplicate gap.
+const MAX_WAIT_MS: i64 = STEP_MS + LATE_MS.1;
+// The wheel must reach past every record's ingest time, counted from the
+// end of the drained range (at most a step behind the generating step).
+const _: () = assert!(
+    MAX_WAIT_MS + STEP_MS < WHEEL_SLOT_MS * WHEEL_SLOTS as i64
+        && DUPLICATE_GAP_MS.1 + DELAY_MAX_MS < LATE_MS.1
+);
+
+/// A generated record waiting for its ingest time.
+#[derive(Debug)]
+struct Pending {
+    ingest_ms: i64,
+    /// Order of generation: the deterministic tie-break.
+    seq: u64,
+    partition: u32,
+    topic: Topic,
+    label: Label,
+    payload: Vec<u8>,
+}
+
+/// Records waiting for their ingest time, in a timing wheel: slot
+/// `(ingest / 64 ms) mod 4096` holds the records due in that 64 ms, in
+/// generation order. Draining sorts a slot by (ingest time, generation
+/// number) — a total order, so the result is deterministic. Every pending
+/// record is due within the wheel's span of the drained time (checked at
+/// compile time above), so slots never mix laps. Unlike a binary heap this
+/// is O(1) per record, and the records of a slot stay together in memory.
+#[derive(Debug)]
+struct Wheel {
+    slots: Vec<Vec<Pending>>,
+    /// Every record due before this has been drained.
+    drained_ms: i64,
+    len: usize,
+}
+
+impl Wheel {
+    fn new(start_ms: i64) -> Self {
+        Self {
+            slots: (0..WHEEL_SLOTS).map(|_| Vec::new()).collect(),
+            drained_ms: start_ms,
+            len: 0,
+        }
+    }
+
+    fn slot(ingest_ms: i64) -> usize {
+        (ingest_ms.div_euclid(WHEEL_SLOT_MS) as usize) % WHEEL_SLOTS
+    }
+
+    fn push(&mut self, p: Pending) {
+        debug_assert!(p.ingest_ms >= self.drained_ms);
+        debug_assert!(p.ingest_ms < self.drained_ms + WHEEL_SLOT_MS * WHEEL_SLOTS as i64);
+        self.slots[Self::slot(p.ingest_ms)].push(p);
+        self.len += 1;
+    }
+
+    /// Calls `emit` on every record due before `until_ms`, in order.
+    fn drain(&mut self, until_ms: i64, mut emit: impl FnMut(Pending)) {
+        while self.drained_ms < until_ms {
+            let slot_end = (self.drained_ms.div_euclid(WHEEL_SLOT_MS) + 1) * WHEEL_SLOT_MS;
+            let limit = slot_end.min(until_ms);
+            let slot = &mut self.slots[Self::slot(self.drained_ms)];
+            if !slot.is_empty() {
+                slot.sort_unstable_by_key(|p| (p.ingest_ms, p.seq));
+                let due = slot.partition_point(|p| p.ingest_ms < limit);
+                self.len -= due;
+                slot.drain(..due).for_each(&mut emit);
+            }
+            self.drained_ms = limit;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum DriverState {
+    Available,
+    OnTrip {
+        from: (f64, f64),
+        to: Spot,
+        start_ms: i64,
+        end_ms: i64,
+    },
+    /// Silent until `until_ms`; its next ping after that is available.
+    Offline {
+        until_ms: i64,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Driver {
+    /// Position in km from the centre as of `last_ms`.
+    x: f64,
+    y: f64,
+    /// City cell of the position; `NO_SLOT` only while on a trip outside
+    /// every city cell. The driver is in `available[slot]` iff available.
+    slot: u32,
+    heading: f64,
+    /// Cruising speed in km per ms.
+    speed: f64,
+    last_ms: i64,
+    state: DriverState,
+}
+
+/// What a rider does next.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    /// A price check, then `remaining - 1` more.
+    Check { remaining: u8 },
+    /// A ride request; an unserved first request may be retried once.
+    Request { may_retry: bool },
+}
+
+/// A rider's next action, in the agenda.
+#[derive(Debug, Clone, Copy)]
+struct Action {
+    time_ms: i64,
+    seq: u64,
+    rider: u64,
+    spot: Spot,
+    stadium: bool,
+    step: Step,
+}
+
+impl Ord for Action {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time_ms, other.seq).cmp(&(self.time_ms, self.seq))
+    }
+}
+
+impl PartialOrd for Action {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Action {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time_ms, self.seq) == (other.time_ms, other.seq)
+    }
+}
+
+impl Eq for Action {}
+
+#[derive(Debug, Clone)]
+struct Stadium {
+    spot: Spot,
+    cell: CellId,
+    start_ms: i64,
+    duration_ms: i64,
+    riders: u32,
+}
+
+/// What a record says, before noise picks its times.
+#[derive(Debug, Clone, Copy)]
+enum Body {
+    Driver {
+        driver: u32,
+        x: f64,
+        y: f64,
+        status: DriverStatus,
+    },
+    Demand {
+        rider: u64,
+        x: f64,
+        y: f64,
+        kind: DemandKind,
+    },
+}
+
+/// The seeded city simulator. See the crate documentation for the model.
+pub struct Simulator {
+    config: SimConfig,
+    city: City,
+    stadium: Option<Stadium>,
+    tod: TimeOfDay,
+    faults: Faults,
+    world_rng: Rng,
+    noise_rng: Rng,
+
+    drivers: Vec<Driver>,
+    driver_ids: Vec<String>,
+    /// Available drivers per city cell (the dispatcher's view: positions
+    /// as of each driver's last ping).
+    available: Vec<Vec<u32>>,
+    /// Drivers sorted by ping phase: the fixed order of pings in every
+    /// cycle of `ping_interval_ms`.
+    ping_order: Vec<(i64, u32)>,
+    ping_cursor: usize,
+    cycle_start_ms: i64,
+    p_offline: f64,
+
+    agenda: BinaryHeap<Action>,
+    action_seq: u64,
+    sessions: u64,
+
+    /// Start of the next world step.
+    world_ms: i64,
+    /// Records generated, not yet emitted.
+    queue: Wheel,
+    queue_seq: u64,
+    /// Records generated (event ids), duplicates excluded.
+    event_seq: u64,
+    id_prefix: String,
+    /// Reused buffers for the ids of the record being encoded.
+    event_id_buf: String,
+    rider_id_buf: String,
+    offsets: Vec<i64>,
+    now_ms: i64,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator")
+            .field("config", &self.config)
+            .field("now_ms", &self.now_ms)
+            .field("world_ms", &self.world_ms)
+            .field("queued", &self.queue.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Simulator {
+    /// Validates `config` (every problem is listed in the error) and builds
+    /// the city and its drivers at `config.start_ms`.
+    pub fn new(config: SimConfig) -> Result<Self, SimError> {
+        let mut problems = config.problems();
+        if !problems.is_empty() {
+            return Err(SimError::Config(problems));
+        }
+        let Some(city) = City::new(
+            config.center_lat,
+            config.center_lng,
+            config.radius_km,
+            config.partitions,
+        ) else {
+            return Err(SimError::Config(vec![format!(
+                "center_lat/center_lng: ({}, {}) is not a valid coordinate",
+                config.center_lat, config.center_lng
+            )]));
+        };
+        let stadium = match &config.stadium {
+            None => None,
+            Some(s) => {
+                let (x, y) = city.to_km(s.lat, s.lng);
+                let found = city.spot(x, y).and_then(|spot| {
+                    CellId::from_u64(city.cell(spot.slot)).map(|cell| Stadium {
+                        spot,
+                        cell,
+                        start_ms: config.start_ms + s.starts_after_ms,
+                        duration_ms: s.duration_ms,
+                        riders: s.riders,
+                    })
+                });
+                if found.is_none() {
+                    problems.push(format!(
+                        "stadium: ({}, {}) is outside the city ({} km around ({}, {}))",
+                        s.lat, s.lng, config.radius_km, config.center_lat, config.center_lng
+                    ));
+                }
+                found
+            }
+        };
+        if !problems.is_empty() {
+            return Err(SimError::Config(problems));
+        }
+
+        let mut world_rng = Rng::new(config.seed, WORLD_STREAM);
+        let n = config.drivers as usize;
+        let mut drivers = Vec::with_capacity(n);
+        let mut available = vec![Vec::new(); city.cell_count()];
+        let mut ping_order = Vec::with_capacity(n);
+        for i in 0..config.drivers {
+            let spot = if world_rng.chance(DRIVERS_AT_HOTSPOTS) {
+                city.demand_spot(&mut world_rng)
+            } else {
+                city.uniform_spot(&mut world_rng)
+            };
+            let speed_mps = world_rng.range_f64(MIN_SPEED_MPS, MAX_SPEED_MPS);
+            drivers.push(Driver {
+                x: spot.x,
+                y: spot.y,
+                slot: spot.slot,
+                heading: world_rng.range_f64(0.0, std::f64::consts::TAU),
+                speed: speed_mps / 1e6,
+                last_ms: config.start_ms,
+                state: DriverState::Available,
+            });
+            available[spot.slot as usize].push(i);
+            ping_order.push((world_rng.range_i64(0, config.ping_interval_ms - 1), i));
+        }
+        ping_order.sort_unstable();
+        let p_offline = OFFLINE_PER_MINUTE * config.ping_interval_ms as f64 / 60_000.0;
+
+        Ok(Self {
+            city,
+            stadium,
+            tod: TimeOfDay::new(),
+            faults: Faults::new(&config.noise),
+            world_rng,
+            noise_rng: Rng::new(config.seed, NOISE_STREAM),
+            drivers,
+            driver_ids: (0..config.drivers).map(|i| format!("drv-{i}")).collect(),
+            available,
+            ping_order,
+            ping_cursor: 0,
+            cycle_start_ms: config.start_ms,
+            p_offline,
+            agenda: BinaryHeap::new(),
+            action_seq: 0,
+            sessions: 0,
+            world_ms: config.start_ms,
+            queue: Wheel::new(config.start_ms),
+            queue_seq: 0,
+            event_seq: 0,
+            id_prefix: format!("{:x}-", config.seed),
+            event_id_buf: String::new(),
+            rider_id_buf: String::new(),
+            offsets: vec![0; config.partitions as usize],
+            now_ms: config.start_ms,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &SimConfig {
+        &self.config
+    }
+
+    /// Number of partitions records are spread over (numbered from 0).
+    pub fn partitions(&self) -> u32 {
+        self.config.partitions
+    }
+
+    /// The city's regions (H3 res 5), sorted; region `i` feeds partition
+    /// `i % partitions`. Fewer regions than partitions leaves partitions
+    /// without records.
+    pub fn regions(&self) -> &[RegionId] {
+        self.city.regions()
+    }
+
+    /// The simulation clock: every record with an ingest time before it has
+    /// been emitted.
+    pub fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+
+    /// The stadium's res-8 cell, if a stadium event is configured.
+    pub fn stadium_cell(&self) -> Option<CellId> {
+        self.stadium.as_ref().map(|s| s.cell)
+    }
+
+    /// Appends every record with ingest time < `until_ms` not emitted yet,
+    /// in ingest order (ties in order of generation); offsets count per
+    /// partition from 0. The output is a pure function of the config and
+    /// the largest `until_ms` so far, however the calls are chunked. An
+    /// `until_ms` at or before [`Self::now_ms`] appends nothing.
+    pub fn advance_to(&mut self, until_ms: i64, out: &mut Vec<SimRecord>) {
+        if until_ms <= self.now_ms {
+            return;
+        }
+        // Every record of a step starting at or after `t` has an ingest
+        // time ≥ `t`: once the world is at `t`, everything due before `t`
+        // is known. Draining after every step keeps the queue short.
+        loop {
+            let offsets = &mut self.offsets;
+            self.queue.drain(self.world_ms.min(until_ms), |p| {
+                let offset = &mut offsets[p.partition as usize];
+                out.push(SimRecord {
+                    partition: p.partition,
+                    offset: *offset,
+                    ingest_time_ms: p.ingest_ms,
+                    topic: p.topic,
+                    payload: p.payload,
+                    label: p.label,
+                });
+                *offset += 1;
+            });
+            if self.world_ms >= until_ms {
+                break;
+            }
+            self.step();
+        }
+        self.now_ms = until_ms;
+    }
+
+    /// Simulates `[world_ms, world_ms + STEP_MS)`: new sessions first (they
+    /// only enter the agenda), then driver pings and rider actions merged
+    /// by time (a ping before an action at the same millisecond).
+    fn step(&mut self) {
+        let t0 = self.world_ms;
+        let t1 = t0 + STEP_MS;
+
+        let expected = self.config.demand_per_s * self.tod.factor(t0) * (STEP_MS as f64 / 1e3);
+        let arrivals = self.world_rng.poisson(expected);
+        for _ in 0..arrivals {
+            let time_ms = self.world_rng.range_i64(t0, t1 - 1);
+            let spot = self.city.demand_spot(&mut self.world_rng);
+            self.start_session(time_ms, spot, false);
+        }
+        if let Some(s) = &self.stadium {
+            let released = |t: i64| stadium_released(s.riders, s.duration_ms, t - s.start_ms);
+            let count = released(t1) - released(t0);
+            let (sx, sy, slot) = (s.spot.x, s.spot.y, s.spot.slot);
+            for _ in 0..count {
+                let time_ms = self.world_rng.range_i64(t0, t1 - 1);
+                let spot =
+                    self.city
+                        .spot_in_cell(sx, sy, slot, STADIUM_SPREAD_KM, &mut self.world_rng);
+                self.start_session(time_ms, spot, true);
+            }
+        }
+
+        loop {
+            let ping_ms = self
+                .ping_order
+                .get(self.ping_cursor)
+                .map_or(i64::MAX, |(phase, _)| self.cycle_start_ms + phase);
+            let action_ms = self.agenda.peek().map_or(i64::MAX, |a| a.time_ms);
+            if ping_ms.min(action_ms) >= t1 {
+                break;
+            }
+            if ping_ms <= action_ms {
+                let driver = self.ping_order[self.ping_cursor].1;
+                self.ping_cursor += 1;
+                if self.ping_cursor == self.ping_order.len() {
+                    self.ping_cursor = 0;
+                    self.cycle_start_ms += self.config.ping_interval_ms;
+                }
+                self.ping(driver, ping_ms);
+            } else if let Some(action) = self.agenda.pop() {
+                self.act(action);
+            }
+        }
+        self.world_ms = t1;
+    }
+
+    fn start_session(&mut self, time_ms: i64, spot: Spot, stadium: bool) {
+        let rider = self.sessions;
+        self.sessions += 1;
+        let checks = self.world_rng.range_i64(1, MAX_CHECKS) as u8;
+        self.schedule(Action {
+            time_ms,
+            seq: 0,
+            rider,
+            spot,
+            stadium,
+            step: Step::Check { remaining: checks },
+        });
+    }
+
+    fn schedule(&mut self, mut action: Action) {
+        action.seq = self.action_seq;
+        self.action_seq += 1;
+        self.agenda.push(action);
+    }
+
+    fn act(&mut self, action: Action) {
+        let Spot { x, y, slot } = action.spot;
+        let t = action.time_ms;
+        match action.step {
+            Step::Check { remaining } => {
+                self.emit(
+                    t,
+                    self.city.partition_of_slot(slot),
+                    Body::Demand {
+                        rider: action.rider,
+                        x,
+                        y,
+                        kind: DemandKind::PriceCheck,
+                    },
+                );
+                let p_request = if action.stadium {
+                    STADIUM_REQUEST_PROBABILITY
+                } else {
+                    REQUEST_PROBABILITY
+                };
+                let next = if remaining > 1 {
+                    let gap = self.world_rng.range_i64(CHECK_GAP_MS.0, CHECK_GAP_MS.1);
+                    Some((
+                        gap,
+                        Step::Check {
+                            remaining: remaining - 1,
+                        },
+                    ))
+                } else if self.world_rng.chance(p_request) {
+                    let gap = self.world_rng.range_i64(REQUEST_GAP_MS.0, REQUEST_GAP_MS.1);
+                    Some((gap, Step::Request { may_retry: true }))
+                } else {
+                    None
+                };
+                if let Some((gap, step)) = next {
+                    self.schedule(Action {
+                        time_ms: t + gap,
+                        step,
+                        ..action
+                    });
+                }
+            }
+            Step::Request { may_retry } => {
+                self.emit(
+                    t,
+                    self.city.partition_of_slot(slot),
+                    Body::Demand {
+                        rider: action.rider,
+                        x,
+                        y,
+                        kind: DemandKind::RideRequest,
+                    },
+                );
+                let served = self.dispatch(slot, t);
+                if !served && may_retry && self.world_rng.chance(RETRY_PROBABILITY) {
+                    let gap = self.world_rng.range_i64(RETRY_GAP_MS.0, RETRY_GAP_MS.1);
+                    self.schedule(Action {
+                        time_ms: t + gap,
+                        step: Step::Request { may_retry: false },
+                        ..action
+                    });
+                }
+            }
+        }
+    }
+
+    /// Assigns the nearest available driver (grid distance ≤ 2, ties to the
+    /// lowest driver number) to a request from `slot`; `false` when there
+    /// is none.
+    fn dispatch(&mut self, slot: u32, t: i64) -> bool {
+        let mut best: Option<(u32, u32)> = None; // (driver, its slot)
+        let mut best_dist = u8::MAX;
+        for &(s, d) in self.city.dispatch_ring(slot) {
+            if d > best_dist {
+                break;
+            }
+            for &driver in &self.available[s as usize] {
+                if best.is_none_or(|(b, _)| driver < b) {
+                    best = Some((driver, s));
+                    best_dist = d;
+                }
+            }
+        }
+        let Some((driver, from_slot)) = best else {
+            return false;
+        };
+        self.remove_available(driver, from_slot);
+        let to = self.city.demand_spot(&mut self.world_rng);
+        let duration = self.world_rng.range_i64(TRIP_MIN_MS, TRIP_MAX_MS);
+        let d = &mut self.drivers[driver as usize];
+        d.state = DriverState::OnTrip {
+            from: (d.x, d.y),
+            to,
+            start_ms: t,
+            end_ms: t + duration,
+        };
+        d.last_ms = t;
+        true
+    }
+
+    fn remove_available(&mut self, driver: u32, slot: u32) {
+        if let Some(list) = self.available.get_mut(slot as usize) {
+            if let Some(i) = list.iter().position(|d| *d == driver) {
+                list.swap_remove(i);
+            }
+        }
+    }
+
+    fn add_available(&mut self, driver: u32, slot: u32) {
+        if let Some(list) = self.available.get_mut(slot as usize) {
+            list.push(driver);
+        }
+    }
+
+    fn ping(&mut self, i: u32, t: i64) {
+        let d = self.drivers[i as usize];
+        let status = match d.state {
+            DriverState::Offline { until_ms } => {
+                if t < until_ms {
+                    return;
+                }
+                self.set_available(i, d.x, d.y, d.slot, t);
+                DriverStatus::Available
+            }
+            DriverState::OnTrip {
+                from,
+                to,
+                start_ms,
+                end_ms,
+            } => {
+                if t >= end_ms {
+                    self.set_available(i, to.x, to.y, to.slot, t);
+                    DriverStatus::Available
+                } else {
+                    let f = (t - start_ms) as f64 / (end_ms - start_ms) as f64;
+                    let x = from.0 + (to.x - from.0) * f;
+                    let y = from.1 + (to.y - from.1) * f;
+                    let spot = self.city.locate(x, y, d.slot);
+                    let partition = match spot {
+                        Some(s) => self.city.partition_of_slot(s.slot),
+                        None => self
+                            .city
+                            .cell_at(x, y)
+                            .map_or(0, |c| self.city.partition_of_cell(u64::from(c))),
+                    };
+                    let dm = &mut self.drivers[i as usize];
+                    dm.x = x;
+                    dm.y = y;
+                    dm.slot = spot.map_or(NO_SLOT, |s| s.slot);
+                    dm.last_ms = t;
+                    self.emit(
+                        t,
+                        partition,
+                        Body::Driver {
+                            driver: i,
+                            x,
+                            y,
+                            status: DriverStatus::OnTrip,
+                        },
+                    );
+                    return;
+                }
+            }
+            DriverState::Available => {
+                if self.world_rng.chance(self.p_offline) {
+                    let pause = self.world_rng.range_i64(OFFLINE_MIN_MS, OFFLINE_MAX_MS);
+                    self.remove_available(i, d.slot);
+                    let dm = &mut self.drivers[i as usize];
+                    dm.state = DriverState::Offline {
+                        until_ms: t + pause,
+                    };
+                    dm.last_ms = t;
+                    DriverStatus::Offline
+                } else {
+                    self.wander(i, t);
+                    DriverStatus::Available
+                }
+            }
+        };
+        let d = &self.drivers[i as usize];
+        let (x, y, partition) = (d.x, d.y, self.city.partition_of_slot(d.slot));
+        self.emit(
+            t,
+            partition,
+            Body::Driver {
+                driver: i,
+                x,
+                y,
+                status,
+            },
+        );
+    }
+
+    fn set_available(&mut self, i: u32, x: f64, y: f64, slot: u32, t: i64) {
+        let d = &mut self.drivers[i as usize];
+        d.x = x;
+        d.y = y;
+        d.slot = slot;
+        d.last_ms = t;
+        d.state = DriverState::Available;
+        self.add_available(i, slot);
+    }
+
+    /// Random walk of an available driver since its last ping; a step that
+    /// would leave the city turns towards the centre instead, or stays.
+    fn wander(&mut self, i: u32, t: i64) {
+        let d = &self.drivers[i as usize];
+        let dist = d.speed * (t - d.last_ms) as f64;
+        let mut heading = d.heading + HEADING_JITTER * self.world_rng.normal();
+        let (x0, y0, old_slot) = (d.x, d.y, d.slot);
+        let (sin, cos) = heading.sin_cos();
+        let mut spot = self.city.locate(x0 + dist * cos, y0 + dist * sin, old_slot);
+        if spot.is_none() {
+            heading = (-y0).atan2(-x0) + HEADING_JITTER * self.world_rng.normal();
+            let (sin, cos) = heading.sin_cos();
+            spot = self.city.locate(x0 + dist * cos, y0 + dist * sin, old_slot);
+        }
+        let spot = spot.unwrap_or(Spot {
+            x: x0,
+            y: y0,
+            slot: old_slot,
+        });
+        if spot.slot != old_slot {
+            self.remove_available(i, old_slot);
+            self.add_available(i, spot.slot);
+        }
+        let d = &mut self.drivers[i as usize];
+        d.x = spot.x;
+        d.y = spot.y;
+        d.slot = spot.slot;
+        d.heading = heading;
+        d.last_ms = t;
+    }
+
+    /// Turns an action into a record: network delay, fault, payload, queue.
+    fn emit(&mut self, t: i64, partition: u32, body: Body) {
+        let seq = self.event_seq;
+        self.event_seq += 1;
+        let u = self.world_rng.uniform();
+        let mut ingest_ms = t + (MIN_DELAY_MS + DELAY_SPAN_MS * u * u) as i64;
+        let mut event_ms = t;
+        let label = self.faults.draw(&mut self.noise_rng);
+        match label {
+            Label::OutOfOrder => {
+                event_ms -= self
+                    .noise_rng
+                    .range_i64(OUT_OF_ORDER_MS.0, OUT_OF_ORDER_MS.1);
+            }
+            Label::Late => {
+                ingest_ms = t + self.noise_rng.range_i64(LATE_MS.0, LATE_MS.1);
+            }
+            Label::BadClock => {
+                event_ms = event_ms.saturating_add(bad_clock_offset_ms(&mut self.noise_rng));
+            }
+            Label::Clean | Label::Duplicate | Label::Malformed => {}
+        }
+        // The ids are lent to the message and taken back after encoding:
+        // no allocation per record but the payload.
+        self.write_event_id(seq);
+        let event_id = std::mem::take(&mut self.event_id_buf);
+        let (topic, mut payload) = match body {
+            Body::Driver {
+                driver,
+                x,
+                y,
+                status,
+            } => {
+                let (lat, lng) = self.city.to_lat_lng(x, y);
+                let mut msg = v1::DriverLocation {
+                    event_id,
+                    driver_id: std::mem::take(&mut self.driver_ids[driver as usize]),
+                    event_time_ms: event_ms,
+                    lat,
+                    lng,
+                    status: status.to_wire(),
+                };
+                let payload = msg.encode_to_vec();
+                self.driver_ids[driver as usize] = std::mem::take(&mut msg.driver_id);
+                self.event_id_buf = msg.event_id;
+                (Topic::DriverLocations, payload)
+            }
+            Body::Demand { rider, x, y, kind } => {
+                let (lat, lng) = self.city.to_lat_lng(x, y);
+                let mut rider_id = std::mem::take(&mut self.rider_id_buf);
+                rider_id.clear();
+                // Writing to a String cannot fail.
+                let _ = write!(rider_id, "rider-{rider}");
+                let mut msg = v1::DemandEvent {
+                    event_id,
+                    rider_id,
+                    event_time_ms: event_ms,
+                    lat,
+                    lng,
+                    kind: kind.to_wire(),
+                };
+                let payload = msg.encode_to_vec();
+                self.rider_id_buf = std::mem::take(&mut msg.rider_id);
+                self.event_id_buf = msg.event_id;
+                (Topic::Demand, payload)
+            }
+        };
+        match label {
+            Label::Malformed => corrupt(&mut payload, &mut self.noise_rng),
+            Label::Duplicate => {
+                let gap = self
+                    .noise_rng
+                    .range_i64(DUPLICATE_GAP_MS.0, DUPLICATE_GAP_MS.1);
+                let copy = payload.clone();
+                self.enqueue(ingest_ms, partition, topic, Label::Clean, payload);
+                self.enqueue(ingest_ms + gap, partition, topic, Label::Duplicate, copy);
+                return;
+            }
+            _ => {}
+        }
+        self.enqueue(ingest_ms, partition, topic, label, payload);
+    }
+
+    fn enqueue(
+        &mut self,
+        ingest_ms: i64,
+        partition: u32,
+        topic: Topic,
+        label: Label,
+        payload: Vec<u8>,
+    ) {
+        let seq = self.queue_seq;
+        self.queue_seq += 1;
+        self.queue.push(Pending {
+            ingest_ms,
+            seq,
+            partition,
+            topic,
+            label,
+            payload,
+        });
+    }
+
+    /// Writes `{seed:x}-{seq:x}` into `event_id_buf`, without the
+    /// formatting machinery.
+    fn write_event_id(&mut self, seq: u64) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let id = &mut self.event_id_buf;
+        id.clear();
+        id.push_str(&self.id_prefix);
+        let digits = (64 - seq.leading_zeros()).div_ceil(4).max(1);
+        for i in (0..digits).rev() {
+            id.push(char::from(HEX[((seq >> (4 * i)) & 0xf) as usize]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> SimConfig {
+        SimConfig {
+            drivers: 200,
+            demand_per_s: 2.0,
+            ..SimConfig::default()
+        }
+    }
+
+    #[test]
+    fn event_ids_are_seed_and_sequence_in_hex() {
+        let mut sim = Simulator::new(small()).expect("valid");
+        for seq in [0, 0xab, 0x1000, u64::MAX] {
+            sim.write_event_id(seq);
+            assert_eq!(sim.event_id_buf, format!("7-{seq:x}"));
+        }
+    }
+
+    #[test]
+    fn available_index_matches_driver_states() {
+        let mut sim = Simulator::new(small()).expect("valid");
+        let mut out = Vec::new();
+        sim.advance_to(sim.config().start_ms + 20 * 60_000, &mut out);
+        let mut indexed = 0;
+        for (slot, list) in sim.available.iter().enumerate() {
+            for &d in list {
+                let driver = &sim.drivers[d as usize];
+                assert!(matches!(driver.state, DriverState::Available));
+                assert_eq!(driver.slot as usize, slot);
+                indexed += 1;
+            }
+        }
+        let available = sim
+            .drivers
+            .iter()
+            .filter(|d| matches!(d.state, DriverState::Available))
+            .count();
+        assert_eq!(indexed, available);
+        // Some drivers got trips and some went offline in 20 minutes.
+        assert!(
+            sim.drivers
+                .iter()
+                .any(|d| matches!(d.state, DriverState::OnTrip { .. }))
+        );
+        assert!(available < sim.drivers.len());
+    }
+
+    #[test]
+    fn offsets_are_dense_per_partition() {
+        let mut sim = Simulator::new(small()).expect("valid");
+        let mut out = Vec::new();
+        sim.advance_to(sim.config().start_ms + 60_000, &mut out);
+        let mut next = vec![0i64; sim.partitions() as usize];
+        for r in &out {
+            assert_eq!(r.offset, next[r.partition as usize]);
+            next[r.partition as usize] += 1;
+        }
+        assert!(next.iter().all(|n| *n > 0), "{next:?}");
+        assert!(
+            out.windows(2)
+                .all(|w| w[0].ingest_time_ms <= w[1].ingest_time_ms)
+        );
+    }
+}
