@@ -117,18 +117,19 @@ impl Config {
         }
     }
 
-    pub(crate) fn geo(&self) -> Geo {
+    /// The geography of a validated config.
+    pub fn geo(&self) -> Geo {
         Geo::new(self.price_resolution, self.region_resolution).expect("validated config")
     }
 
-    pub(crate) fn partition_params(&self) -> PartitionParams {
+    pub fn partition_params(&self) -> PartitionParams {
         PartitionParams {
             max_out_of_orderness_ms: self.max_out_of_orderness_ms,
             max_lateness_ms: self.max_lateness_ms,
         }
     }
 
-    pub(crate) fn window_params(&self) -> WindowParams {
+    pub fn window_params(&self) -> WindowParams {
         WindowParams {
             bucket_ms: self.bucket_ms,
             supply_buckets: self.supply_horizon_ms / self.bucket_ms,

@@ -72,9 +72,8 @@ pub struct Engine<M: PriceModel = FormulaModel> {
     validator: Validator,
     partitions: Vec<PartitionState>,
     shards: Vec<Shard>,
-    policy: Policy,
+    pricer: TickPricer,
     model: M,
-    model_version: Arc<str>,
     /// The next tick to fire; `None` while no cell is active (the first
     /// tick then is the oldest bucket holding data).
     next_tick: Option<i64>,
@@ -85,8 +84,6 @@ pub struct Engine<M: PriceModel = FormulaModel> {
     stats: EngineStats,
     out: Vec<PriceDecision>,
     rows: Vec<Vec<TickRow>>,
-    input: Vec<FeatureRow>,
-    raw: Vec<f32>,
 }
 
 impl Engine<FormulaModel> {
@@ -121,8 +118,7 @@ impl<M: PriceModel> Engine<M> {
             shards: (0..shards)
                 .map(|_| Shard::new(geo, config.window_params()))
                 .collect(),
-            policy: Policy::new(config.policy),
-            model_version: Arc::from(model.version()),
+            pricer: TickPricer::new(Policy::new(config.policy), model.version()),
             model,
             geo,
             config,
@@ -132,8 +128,6 @@ impl<M: PriceModel> Engine<M> {
             stats: EngineStats::default(),
             out: Vec::new(),
             rows: vec![Vec::new(); shards],
-            input: Vec::new(),
-            raw: Vec::new(),
         })
     }
 
@@ -366,48 +360,95 @@ impl<M: PriceModel> Engine<M> {
                 );
             }
         }
-        self.input.clear();
-        self.input
-            .extend(self.rows.iter().flatten().map(|r| r.features.to_row()));
-        let ok = match self.model.predict(&self.input, &mut self.raw) {
-            Ok(()) if self.raw.len() == self.input.len() => true,
-            _ => {
-                self.stats.model_failures += 1;
-                false
-            }
-        };
-
         let first = self.out.len();
-        let mut j = 0;
+        let mut failed = false;
         for (i, rows) in self.rows.iter().enumerate() {
-            let mut changed: Vec<(CellId, Multiplier)> = Vec::new();
-            for row in rows {
-                let raw = ok.then(|| f64::from(self.raw[j]));
-                j += 1;
-                let v = self
-                    .policy
-                    .decide(&row.features, raw, row.neighbour_multiplier, row.prev);
-                if v.multiplier != row.prev {
-                    changed.push((row.cell, v.multiplier));
-                    self.out.push(PriceDecision {
-                        cell: row.cell,
-                        tick,
-                        multiplier: v.multiplier,
-                        model_version: Arc::clone(&self.model_version),
-                        explanation: Explanation {
-                            features: row.features,
-                            raw: v.raw,
-                            fallback: v.fallback,
-                            previous: row.prev,
-                            guardrails: v.adjustments.iter().collect(),
-                        },
-                    });
-                }
-            }
-            self.shards[i].commit(tick, changed);
+            let priced = self.pricer.price(&self.model, tick, rows, &mut self.out);
+            failed |= priced.model_failed;
+            self.shards[i].commit(tick, priced.changed);
+        }
+        if failed {
+            self.stats.model_failures += 1;
         }
         self.out[first..].sort_unstable_by_key(|d| d.cell);
         self.stats.ticks_fired += 1;
         self.stats.decisions += (self.out.len() - first) as u64;
+    }
+}
+
+/// What pricing one shard's rows produced.
+#[derive(Debug, Default)]
+pub struct Priced {
+    /// Cells whose multiplier changed, for [`Shard::commit`].
+    pub changed: Vec<(CellId, Multiplier)>,
+    /// The model failed for this batch; the formula priced it.
+    pub model_failed: bool,
+}
+
+/// Model + policy over a batch of [`TickRow`]s, producing decisions for
+/// the cells whose multiplier changes. Shared by the reference engine and
+/// the service's shard actors, so both price with the same code.
+#[derive(Debug)]
+pub struct TickPricer {
+    policy: Policy,
+    model_version: Arc<str>,
+    input: Vec<FeatureRow>,
+    raw: Vec<f32>,
+}
+
+impl TickPricer {
+    pub fn new(policy: Policy, model_version: &str) -> Self {
+        Self {
+            policy,
+            model_version: Arc::from(model_version),
+            input: Vec::new(),
+            raw: Vec::new(),
+        }
+    }
+
+    pub fn model_version(&self) -> &Arc<str> {
+        &self.model_version
+    }
+
+    /// Prices `rows` at `tick`; appends a decision per changed cell to `out`
+    /// (in row order). The model's output for a row must depend on that
+    /// row only (see [`PriceModel`]).
+    pub fn price<M: PriceModel + ?Sized>(
+        &mut self,
+        model: &M,
+        tick: Tick,
+        rows: &[TickRow],
+        out: &mut Vec<PriceDecision>,
+    ) -> Priced {
+        self.input.clear();
+        self.input.extend(rows.iter().map(|r| r.features.to_row()));
+        let ok = matches!(model.predict(&self.input, &mut self.raw), Ok(()) if self.raw.len() == self.input.len());
+        let mut changed = Vec::new();
+        for (j, row) in rows.iter().enumerate() {
+            let raw = ok.then(|| f64::from(self.raw[j]));
+            let v = self
+                .policy
+                .decide(&row.features, raw, row.neighbour_multiplier, row.prev);
+            if v.multiplier != row.prev {
+                changed.push((row.cell, v.multiplier));
+                out.push(PriceDecision {
+                    cell: row.cell,
+                    tick,
+                    multiplier: v.multiplier,
+                    model_version: Arc::clone(&self.model_version),
+                    explanation: Explanation {
+                        features: row.features,
+                        raw: v.raw,
+                        fallback: v.fallback,
+                        previous: row.prev,
+                        guardrails: v.adjustments.iter().collect(),
+                    },
+                });
+            }
+        }
+        Priced {
+            changed,
+            model_failed: !ok,
+        }
     }
 }

@@ -32,15 +32,18 @@ pub mod window;
 use serde::{Deserialize, Serialize};
 
 pub use config::{Config, ConfigError};
-pub use engine::{Engine, EngineStats, Explanation, PriceDecision, shard_of};
+pub use engine::{Engine, EngineStats, Explanation, PriceDecision, Priced, TickPricer, shard_of};
 pub use features::{FEATURE_COUNT, FEATURE_NAMES, FeatureRow, Features};
 pub use geo::{CellId, Geo, RegionId};
 pub use model::{FormulaModel, ModelError, PriceModel};
+pub use partition::PartitionState;
 pub use policy::{Guardrail, Multiplier, Policy, PolicyParams};
 pub use record::{
     DemandKind, DriverStatus, RawDemandEvent, RawDriverLocation, RawRecord, Reason, RejectCounts,
+    Validator,
 };
 pub use time::{EventTime, IngestTime, Tick, Watermark};
+pub use window::{Shard, Summary, TickRow};
 
 /// A driver, as the 64-bit XXH3 hash of the external driver id. Distinct
 /// supply counts compare these; two drivers colliding in one cell within a

@@ -137,13 +137,28 @@ impl Shard {
         self.cells.is_empty()
     }
 
-    /// Loads the cell's state and its newest bucket, so a later
-    /// [`Self::apply`] finds them in cache. Returns what it read.
+    /// Loads the cell's state, its newest bucket and that bucket's newest
+    /// driver, so a later [`Self::apply`] finds them in cache. Returns what
+    /// it read.
     pub fn touch(&self, cell: CellId) -> u64 {
         self.cells
             .get(&cell)
             .and_then(|c| c.buckets.back())
-            .map_or(0, |b| b.drivers.len() as u64)
+            .map_or(0, |b| b.drivers.last().map_or(b.index as u64, |d| d.0))
+    }
+
+    /// Summaries (as of the last fired tick) of the cells with a neighbour
+    /// that `foreign` says another shard owns: what other shards need for
+    /// their next tick's ring features and smoothing.
+    pub fn boundary_summaries<F>(&self, foreign: F) -> Vec<(CellId, Summary)>
+    where
+        F: Fn(CellId) -> bool,
+    {
+        self.cells
+            .iter()
+            .filter(|(_, c)| c.neighbours.as_slice().iter().any(|&n| foreign(n)))
+            .map(|(&id, c)| (id, c.summary))
+            .collect()
     }
 
     /// The cell's state as of the last fired tick, `None` if not active.
@@ -210,7 +225,6 @@ impl Shard {
                     if !b.closed {
                         b.drivers.sort_unstable();
                         b.drivers.dedup();
-                        b.drivers.shrink_to_fit();
                         b.closed = true;
                     }
                     if !b.drivers.is_empty() {

@@ -1,0 +1,312 @@
+//! Handlers of the JSON API (DESIGN §6).
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt as _;
+use primetime_core::{CellId, Tick};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::{AppState, MAX_BATCH};
+use crate::table::PricedCell;
+
+/// The price of one location or cell.
+#[derive(Debug, Serialize)]
+pub struct PriceAnswer {
+    pub cell: CellId,
+    pub multiplier: f64,
+    /// `false`: no decision exists for the cell (never surged, or settled
+    /// back at 1.0 long ago); the multiplier is then 1.0.
+    pub priced: bool,
+    /// Tick since which this multiplier applies (`null` when unpriced).
+    pub since_tick: Option<Tick>,
+    /// The newest fired tick: the answer is current as of its end.
+    pub tick: Option<Tick>,
+    pub model_version: String,
+    pub stale: bool,
+}
+
+struct Status {
+    tick: Option<Tick>,
+    model_version: String,
+    stale: bool,
+}
+
+fn status(state: &AppState) -> Status {
+    let now = (state.now_ms)();
+    let stale = state
+        .table
+        .last_publish_wall_ms()
+        .is_none_or(|t| now.saturating_sub(t) > state.limits.stale_after_ms);
+    Status {
+        tick: state.table.last_tick(),
+        model_version: state.table.model_version().to_string(),
+        stale,
+    }
+}
+
+fn answer(cell: CellId, priced: Option<&PricedCell>, s: &Status) -> PriceAnswer {
+    match priced {
+        Some(p) => PriceAnswer {
+            cell,
+            multiplier: p.decision.multiplier.value(),
+            priced: true,
+            since_tick: Some(p.decision.tick),
+            tick: s.tick,
+            model_version: p.decision.model_version.to_string(),
+            stale: s.stale,
+        },
+        None => PriceAnswer {
+            cell,
+            multiplier: 1.0,
+            priced: false,
+            since_tick: None,
+            tick: s.tick,
+            model_version: s.model_version.clone(),
+            stale: s.stale,
+        },
+    }
+}
+
+fn query_pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(req.query_string())
+        .map_err(|e| ApiError::Read(format!("query string: {e}")))
+}
+
+fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Result<&'a str, ApiError> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| ApiError::field(name, "is required"))
+}
+
+fn coordinate(field: &str, value: Option<f64>, limit: f64) -> Result<f64, ApiError> {
+    match value {
+        Some(v) if v.is_finite() && (-limit..=limit).contains(&v) => Ok(v),
+        _ => Err(ApiError::field(
+            field,
+            format!("must be a number in [-{limit}, {limit}]"),
+        )),
+    }
+}
+
+fn cell_at(state: &AppState, lat: f64, lng: f64, field: &str) -> Result<CellId, ApiError> {
+    state
+        .geo
+        .cell_of(lat, lng)
+        .ok_or_else(|| ApiError::field(field, "is not a valid location"))
+}
+
+/// `GET /v1/price?lat=&lng=`
+pub async fn price(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let pairs = query_pairs(&req)?;
+    let lat = coordinate("lat", param(&pairs, "lat")?.parse().ok(), 90.0)?;
+    let lng = coordinate("lng", param(&pairs, "lng")?.parse().ok(), 180.0)?;
+    let cell = cell_at(&state, lat, lng, "lat")?;
+    let s = status(&state);
+    let priced = state.table.get(cell);
+    Ok(HttpResponse::Ok().json(answer(cell, priced.as_deref(), &s)))
+}
+
+/// `POST /v1/prices` with `{"locations": [{"lat": .., "lng": ..}, ...]}`
+/// (at most 1,000).
+pub async fn prices(
+    state: web::Data<AppState>,
+    mut payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let limit = state.limits.max_body_bytes;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::Read(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge(format!(
+                "request body exceeds {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidBody(e.to_string()))?;
+    let locations = value
+        .get("locations")
+        .ok_or_else(|| ApiError::field("locations", "is required"))?
+        .as_array()
+        .ok_or_else(|| ApiError::field("locations", "must be an array"))?;
+    if locations.len() > MAX_BATCH {
+        return Err(ApiError::TooLarge(format!(
+            "{} locations; at most {MAX_BATCH} per request",
+            locations.len()
+        )));
+    }
+    let mut cells = Vec::with_capacity(locations.len());
+    for (i, loc) in locations.iter().enumerate() {
+        let lat_field = format!("locations[{i}].lat");
+        let lng_field = format!("locations[{i}].lng");
+        let lat = coordinate(&lat_field, loc.get("lat").and_then(Value::as_f64), 90.0)?;
+        let lng = coordinate(&lng_field, loc.get("lng").and_then(Value::as_f64), 180.0)?;
+        cells.push(cell_at(&state, lat, lng, &lat_field)?);
+    }
+    let s = status(&state);
+    let answers: Vec<PriceAnswer> = cells
+        .into_iter()
+        .map(|c| answer(c, state.table.get(c).as_deref(), &s))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "prices": answers,
+        "tick": s.tick,
+        "model_version": s.model_version,
+        "stale": s.stale,
+    })))
+}
+
+/// `GET /v1/cells/{cell}`: the current decision with its explanation.
+pub async fn cell(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let text = path.into_inner();
+    let cell = state
+        .geo
+        .parse_cell(&text)
+        .map_err(|e| ApiError::field("cell", e.to_string()))?;
+    let s = status(&state);
+    let priced = state.table.get(cell);
+    let explanation = priced.as_ref().map(|p| &p.decision.explanation);
+    let (lat, lng) = cell.center();
+    let mut body = serde_json::to_value(answer(cell, priced.as_deref(), &s))
+        .map_err(|e| ApiError::Read(e.to_string()))?;
+    if let Value::Object(map) = &mut body {
+        map.insert(
+            "explanation".into(),
+            serde_json::to_value(explanation).unwrap_or(Value::Null),
+        );
+        map.insert("lat".into(), json!(lat));
+        map.insert("lng".into(), json!(lng));
+    }
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// `GET /v1/cells?bbox=minLng,minLat,maxLng,maxLat`: priced cells in view.
+pub async fn cells(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let pairs = query_pairs(&req)?;
+    let raw = param(&pairs, "bbox")?;
+    let bad = || {
+        ApiError::field(
+            "bbox",
+            "must be minLng,minLat,maxLng,maxLat with min <= max, in degrees",
+        )
+    };
+    let parts: Vec<f64> = raw
+        .split(',')
+        .map(|p| p.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let [min_lng, min_lat, max_lng, max_lat] = parts[..] else {
+        return Err(bad());
+    };
+    let ok_lat = |v: f64| v.is_finite() && (-90.0..=90.0).contains(&v);
+    let ok_lng = |v: f64| v.is_finite() && (-180.0..=180.0).contains(&v);
+    if !(ok_lat(min_lat)
+        && ok_lat(max_lat)
+        && ok_lng(min_lng)
+        && ok_lng(max_lng)
+        && min_lat <= max_lat
+        && min_lng <= max_lng)
+    {
+        return Err(bad());
+    }
+    let (found, truncated) = state.table.in_bbox(
+        min_lat,
+        min_lng,
+        max_lat,
+        max_lng,
+        state.limits.max_bbox_cells,
+    );
+    let s = status(&state);
+    let cells: Vec<Value> = found
+        .iter()
+        .map(|c| {
+            json!({
+                "cell": c.decision.cell,
+                "multiplier": c.decision.multiplier.value(),
+                "since_tick": c.decision.tick,
+                "lat": c.lat,
+                "lng": c.lng,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "cells": cells,
+        "truncated": truncated,
+        "tick": s.tick,
+        "model_version": s.model_version,
+        "stale": s.stale,
+    })))
+}
+
+/// `GET /healthz`: the process serves requests.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: prices are being published and are fresh.
+pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    let s = status(&state);
+    let mut reasons = Vec::new();
+    if s.tick.is_none() {
+        reasons.push("no tick fired yet");
+    } else if s.stale {
+        reasons.push("no tick published within stale_after_ms");
+    }
+    let body = json!({
+        "status": if reasons.is_empty() { "ready" } else { "not_ready" },
+        "reasons": reasons,
+        "tick": s.tick,
+        "model_version": s.model_version,
+        "stale": s.stale,
+    });
+    if reasons.is_empty() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render((state.now_ms)()))
+}
+
+/// `GET /v1/status`: watermark, lag, throughput and rejects, for the map
+/// header and operators.
+pub async fn service_status(state: web::Data<AppState>) -> HttpResponse {
+    let s = status(&state);
+    let now = (state.now_ms)();
+    let m = &state.metrics;
+    let wm = m.watermark_ms.load(std::sync::atomic::Ordering::Relaxed);
+    let wm = (wm != i64::MIN && wm != i64::MAX).then_some(wm);
+    let rejected: serde_json::Map<String, Value> = m
+        .rejected()
+        .iter()
+        .map(|(r, n)| (r.as_str().to_owned(), json!(n)))
+        .collect();
+    HttpResponse::Ok().json(json!({
+        "tick": s.tick,
+        "model_version": s.model_version,
+        "stale": s.stale,
+        "watermark_ms": wm,
+        "watermark_lag_ms": wm.map(|w| now - w),
+        "events_accepted": m.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        "rejected": rejected,
+        "active_cells": m.active_cells.load(std::sync::atomic::Ordering::Relaxed),
+        "priced_cells": state.table.len(),
+    }))
+}
+
+/// Unknown paths: a JSON 404 like every other error.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(req.path().to_owned()))
+}

@@ -1,0 +1,32 @@
+//! The `primetime` service: actors, sources, sinks, HTTP and CLI around the
+//! pure `primetime-core` (DESIGN §2, §6, §7).
+//!
+//! Modules:
+//! - [`cli`]: the command line (`serve`, `simulate`, `replay`);
+//! - [`config`]: typed configuration from flags, environment and file;
+//! - [`pipeline`]: source thread → shard actors → tick clock;
+//! - [`inputs`]: pipeline inputs (embedded simulator, event log);
+//! - [`table`]: the in-memory price table HTTP reads lock-free;
+//! - [`http`]: the actix-web API;
+//! - [`metrics`]: Prometheus metrics;
+//! - [`serve`], [`replay`]: the two pipeline-running commands.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod inputs;
+pub mod metrics;
+pub mod pipeline;
+pub mod replay;
+pub mod serve;
+pub mod table;
+
+/// Logs to stderr; filter with `PRIMETIME_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PRIMETIME_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,248 @@
+//! Process metrics in the Prometheus text format, hand-rolled on atomics:
+//! the hot paths only do relaxed atomic adds.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use primetime_core::{Reason, RejectCounts};
+
+/// Upper bounds (seconds) of the tick-duration histogram buckets.
+const TICK_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Every metric the service exports.
+#[derive(Debug)]
+pub struct Metrics {
+    pub accepted: AtomicU64,
+    rejected: [AtomicU64; Reason::ALL.len()],
+    /// Service watermark, ms since the epoch (`i64::MIN` before any data).
+    pub watermark_ms: AtomicI64,
+    /// Last fired tick, `i64::MIN` before the first.
+    pub last_tick: AtomicI64,
+    pub ticks_fired: AtomicU64,
+    tick_buckets: [AtomicU64; TICK_BUCKETS.len()],
+    tick_count: AtomicU64,
+    tick_sum_us: AtomicU64,
+    pub active_cells: AtomicU64,
+    pub decisions_published: AtomicU64,
+    pub model_failures: AtomicU64,
+    /// Event batches queued per shard mailbox.
+    pub mailbox_depth: Vec<AtomicI64>,
+    /// Times the source waited on a full shard mailbox.
+    pub backpressure_waits: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new(shards: usize) -> Self {
+        Self {
+            accepted: AtomicU64::new(0),
+            rejected: Default::default(),
+            watermark_ms: AtomicI64::new(i64::MIN),
+            last_tick: AtomicI64::new(i64::MIN),
+            ticks_fired: AtomicU64::new(0),
+            tick_buckets: Default::default(),
+            tick_count: AtomicU64::new(0),
+            tick_sum_us: AtomicU64::new(0),
+            active_cells: AtomicU64::new(0),
+            decisions_published: AtomicU64::new(0),
+            model_failures: AtomicU64::new(0),
+            mailbox_depth: (0..shards).map(|_| AtomicI64::new(0)).collect(),
+            backpressure_waits: AtomicU64::new(0),
+        }
+    }
+
+    pub fn reject(&self, reason: Reason) {
+        self.rejected[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    pub fn rejected(&self) -> RejectCounts {
+        let mut c = RejectCounts::default();
+        for r in Reason::ALL {
+            c.0[r.index()] = self.rejected[r.index()].load(Relaxed);
+        }
+        c
+    }
+
+    pub fn observe_tick(&self, seconds: f64) {
+        for (i, le) in TICK_BUCKETS.iter().enumerate() {
+            if seconds <= *le {
+                self.tick_buckets[i].fetch_add(1, Relaxed);
+            }
+        }
+        self.tick_count.fetch_add(1, Relaxed);
+        self.tick_sum_us.fetch_add((seconds * 1e6) as u64, Relaxed);
+    }
+
+    /// The Prometheus text exposition; `now_ms` is the wall clock, used
+    /// only for the watermark lag.
+    pub fn render(&self, now_ms: i64) -> String {
+        let mut out = String::with_capacity(4096);
+        fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        }
+        metric(
+            &mut out,
+            "primetime_events_accepted_total",
+            "counter",
+            "Input records accepted into the windows.",
+        );
+        let _ = writeln!(
+            out,
+            "primetime_events_accepted_total {}",
+            self.accepted.load(Relaxed)
+        );
+        metric(
+            &mut out,
+            "primetime_events_rejected_total",
+            "counter",
+            "Input records rejected, by reason.",
+        );
+        for r in Reason::ALL {
+            let _ = writeln!(
+                out,
+                "primetime_events_rejected_total{{reason=\"{}\"}} {}",
+                r.as_str(),
+                self.rejected[r.index()].load(Relaxed)
+            );
+        }
+        let wm = self.watermark_ms.load(Relaxed);
+        metric(
+            &mut out,
+            "primetime_watermark_ms",
+            "gauge",
+            "Service watermark, ms since the Unix epoch.",
+        );
+        metric(
+            &mut out,
+            "primetime_watermark_lag_seconds",
+            "gauge",
+            "Wall clock minus service watermark.",
+        );
+        if wm != i64::MIN && wm != i64::MAX {
+            let _ = writeln!(out, "primetime_watermark_ms {wm}");
+            let _ = writeln!(
+                out,
+                "primetime_watermark_lag_seconds {:.3}",
+                (now_ms - wm) as f64 / 1000.0
+            );
+        }
+        metric(
+            &mut out,
+            "primetime_last_tick",
+            "gauge",
+            "Number of the last fired tick.",
+        );
+        let t = self.last_tick.load(Relaxed);
+        if t != i64::MIN {
+            let _ = writeln!(out, "primetime_last_tick {t}");
+        }
+        metric(&mut out, "primetime_ticks_total", "counter", "Ticks fired.");
+        let _ = writeln!(
+            out,
+            "primetime_ticks_total {}",
+            self.ticks_fired.load(Relaxed)
+        );
+        metric(
+            &mut out,
+            "primetime_tick_duration_seconds",
+            "histogram",
+            "Time to price one tick across all shards.",
+        );
+        for (i, le) in TICK_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "primetime_tick_duration_seconds_bucket{{le=\"{le}\"}} {}",
+                self.tick_buckets[i].load(Relaxed)
+            );
+        }
+        let count = self.tick_count.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "primetime_tick_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "primetime_tick_duration_seconds_sum {:.6}",
+            self.tick_sum_us.load(Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "primetime_tick_duration_seconds_count {count}");
+        metric(
+            &mut out,
+            "primetime_active_cells",
+            "gauge",
+            "Cells with window state or a multiplier above 1.0.",
+        );
+        let _ = writeln!(
+            out,
+            "primetime_active_cells {}",
+            self.active_cells.load(Relaxed)
+        );
+        metric(
+            &mut out,
+            "primetime_decisions_published_total",
+            "counter",
+            "Price decisions published.",
+        );
+        let _ = writeln!(
+            out,
+            "primetime_decisions_published_total {}",
+            self.decisions_published.load(Relaxed)
+        );
+        metric(
+            &mut out,
+            "primetime_model_failures_total",
+            "counter",
+            "Tick batches the model failed (priced by the formula).",
+        );
+        let _ = writeln!(
+            out,
+            "primetime_model_failures_total {}",
+            self.model_failures.load(Relaxed)
+        );
+        metric(
+            &mut out,
+            "primetime_mailbox_depth",
+            "gauge",
+            "Event batches waiting in each shard's mailbox.",
+        );
+        for (i, d) in self.mailbox_depth.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "primetime_mailbox_depth{{shard=\"{i}\"}} {}",
+                d.load(Relaxed).max(0)
+            );
+        }
+        metric(
+            &mut out,
+            "primetime_backpressure_waits_total",
+            "counter",
+            "Times the source waited on a full shard mailbox.",
+        );
+        let _ = writeln!(
+            out,
+            "primetime_backpressure_waits_total {}",
+            self.backpressure_waits.load(Relaxed)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_values() {
+        let m = Metrics::new(2);
+        m.reject(Reason::Late);
+        m.observe_tick(0.003);
+        m.watermark_ms.store(1_000, Relaxed);
+        let text = m.render(3_000);
+        assert!(text.contains("primetime_events_rejected_total{reason=\"late\"} 1"));
+        assert!(text.contains("primetime_tick_duration_seconds_bucket{le=\"0.005\"} 1"));
+        assert!(text.contains("primetime_tick_duration_seconds_bucket{le=\"0.0025\"} 0"));
+        assert!(text.contains("primetime_watermark_lag_seconds 2.000"));
+        assert!(text.contains("primetime_mailbox_depth{shard=\"1\"} 0"));
+    }
+}

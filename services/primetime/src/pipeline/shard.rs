@@ -1,0 +1,140 @@
+//! `ShardActor`: owns the cells of the regions hashed to it, applies event
+//! batches and prices its cells when told to fire a tick.
+//!
+//! Each shard runs on its own `Arbiter` thread: a tick over many cells is
+//! CPU work that must not run on the HTTP reactor.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use actix::{Actor, Context, Handler, Message, MessageResult};
+use primetime_core::record::ValidEvent;
+use primetime_core::{
+    CellId, Geo, PriceDecision, PriceModel, Shard, Summary, Tick, TickPricer, TickRow, shard_of,
+};
+use rustc_hash::FxHashMap;
+
+use crate::metrics::Metrics;
+
+/// Validated, admitted events for one shard (effective times).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EventBatch {
+    pub events: Vec<ValidEvent>,
+}
+
+/// The tick `k-1` summaries of every boundary cell of every shard.
+#[derive(Debug, Default)]
+pub struct BoundaryView {
+    pub summaries: FxHashMap<CellId, Summary>,
+}
+
+/// Fire tick `tick`: close windows, price, commit.
+#[derive(Message)]
+#[rtype(result = "TickReport")]
+pub struct FireTick {
+    pub tick: Tick,
+    pub boundary: Arc<BoundaryView>,
+}
+
+/// What one shard produced for a tick.
+#[derive(Debug)]
+pub struct TickReport {
+    /// Changed prices, sorted by cell.
+    pub decisions: Vec<PriceDecision>,
+    /// Boundary cells' summaries after this tick.
+    pub boundary: Vec<(CellId, Summary)>,
+    pub active_cells: usize,
+    pub model_failed: bool,
+}
+
+pub struct ShardActor {
+    index: usize,
+    shards: usize,
+    geo: Geo,
+    shard: Shard,
+    pricer: TickPricer,
+    model: Arc<dyn PriceModel + Send + Sync>,
+    mailbox: usize,
+    metrics: Arc<Metrics>,
+    rows: Vec<TickRow>,
+}
+
+impl ShardActor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        index: usize,
+        shards: usize,
+        geo: Geo,
+        shard: Shard,
+        pricer: TickPricer,
+        model: Arc<dyn PriceModel + Send + Sync>,
+        mailbox: usize,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            index,
+            shards,
+            geo,
+            shard,
+            pricer,
+            model,
+            mailbox,
+            metrics,
+            rows: Vec::new(),
+        }
+    }
+}
+
+impl Actor for ShardActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // Bounded: the source sees `Full` and pauses instead of queueing
+        // without limit.
+        ctx.set_mailbox_capacity(self.mailbox);
+    }
+}
+
+impl Handler<EventBatch> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, batch: EventBatch, _: &mut Context<Self>) {
+        for event in &batch.events {
+            self.shard.apply(event);
+        }
+        self.metrics.mailbox_depth[self.index].fetch_sub(1, Relaxed);
+    }
+}
+
+impl Handler<FireTick> for ShardActor {
+    type Result = MessageResult<FireTick>;
+
+    fn handle(&mut self, msg: FireTick, _: &mut Context<Self>) -> Self::Result {
+        let tick = msg.tick;
+        self.shard.close_tick(tick);
+        self.rows.clear();
+        let boundary = &msg.boundary;
+        self.shard
+            .feature_rows(|c| boundary.summaries.get(&c).copied(), &mut self.rows);
+        let mut decisions = Vec::new();
+        let priced = self
+            .pricer
+            .price(self.model.as_ref(), tick, &self.rows, &mut decisions);
+        self.shard.commit(tick, priced.changed);
+        decisions.sort_unstable_by_key(|d| d.cell);
+        let boundary = if self.shards == 1 {
+            Vec::new()
+        } else {
+            let (geo, me, n) = (self.geo, self.index, self.shards);
+            self.shard
+                .boundary_summaries(|c| shard_of(geo.region_of(c), n) != me)
+        };
+        MessageResult(TickReport {
+            decisions,
+            boundary,
+            active_cells: self.shard.len(),
+            model_failed: priced.model_failed,
+        })
+    }
+}

@@ -1,0 +1,134 @@
+//! The in-memory price table the HTTP API reads: lock-free reads
+//! (`papaya`), one writer (the clock) applying each tick's decisions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+
+use arc_swap::ArcSwap;
+use primetime_core::{CellId, PriceDecision, Tick};
+
+/// A cell's current price: the decision that set it.
+#[derive(Debug)]
+pub struct PricedCell {
+    pub decision: PriceDecision,
+    /// Cell centre, cached for bounding-box queries.
+    pub lat: f64,
+    pub lng: f64,
+}
+
+/// Current prices and the pipeline's progress.
+#[derive(Debug)]
+pub struct PriceTable {
+    cells: papaya::HashMap<CellId, Arc<PricedCell>>,
+    /// Last fired tick (`i64::MIN` before the first).
+    last_tick: AtomicI64,
+    /// Wall clock (ms) when the last tick was published; staleness.
+    last_publish_wall_ms: AtomicI64,
+    /// Event-time end of the last fired tick.
+    last_tick_end_ms: AtomicI64,
+    model_version: ArcSwap<String>,
+}
+
+impl PriceTable {
+    pub fn new(model_version: &str) -> Self {
+        Self {
+            cells: papaya::HashMap::new(),
+            last_tick: AtomicI64::new(i64::MIN),
+            last_publish_wall_ms: AtomicI64::new(i64::MIN),
+            last_tick_end_ms: AtomicI64::new(i64::MIN),
+            model_version: ArcSwap::from_pointee(model_version.to_owned()),
+        }
+    }
+
+    /// Applies one tick's decisions (newest tick wins per cell, so a replay
+    /// of an older tick changes nothing) and records progress.
+    pub fn publish(&self, tick: Tick, tick_end_ms: i64, wall_ms: i64, decisions: &[PriceDecision]) {
+        let cells = self.cells.pin();
+        for d in decisions {
+            let newer = cells
+                .get(&d.cell)
+                .is_none_or(|old| old.decision.tick <= d.tick);
+            if newer {
+                let (lat, lng) = d.cell.center();
+                cells.insert(
+                    d.cell,
+                    Arc::new(PricedCell {
+                        decision: d.clone(),
+                        lat,
+                        lng,
+                    }),
+                );
+            }
+        }
+        self.last_tick.fetch_max(tick.0, Relaxed);
+        self.last_tick_end_ms.fetch_max(tick_end_ms, Relaxed);
+        self.last_publish_wall_ms.store(wall_ms, Relaxed);
+    }
+
+    /// Drops cells back at 1.0 since before `tick` (their answer is the same
+    /// as an unpriced cell's), bounding memory by recent activity.
+    pub fn forget_settled(&self, before: Tick) {
+        let cells = self.cells.pin();
+        cells.retain(|_, c| c.decision.multiplier.twentieths() > 20 || c.decision.tick >= before);
+    }
+
+    pub fn get(&self, cell: CellId) -> Option<Arc<PricedCell>> {
+        self.cells.pin().get(&cell).cloned()
+    }
+
+    /// Priced cells whose centre lies in the box, at most `limit` (the most
+    /// expensive first); the flag says whether more matched.
+    pub fn in_bbox(
+        &self,
+        min_lat: f64,
+        min_lng: f64,
+        max_lat: f64,
+        max_lng: f64,
+        limit: usize,
+    ) -> (Vec<Arc<PricedCell>>, bool) {
+        let cells = self.cells.pin();
+        let mut out: Vec<Arc<PricedCell>> = cells
+            .values()
+            .filter(|c| {
+                c.lat >= min_lat && c.lat <= max_lat && c.lng >= min_lng && c.lng <= max_lng
+            })
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| {
+            b.decision
+                .multiplier
+                .cmp(&a.decision.multiplier)
+                .then(a.decision.cell.cmp(&b.decision.cell))
+        });
+        let truncated = out.len() > limit;
+        out.truncate(limit);
+        (out, truncated)
+    }
+
+    pub fn len(&self) -> usize {
+        self.cells.pin().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn last_tick(&self) -> Option<Tick> {
+        let t = self.last_tick.load(Relaxed);
+        (t != i64::MIN).then_some(Tick(t))
+    }
+
+    pub fn last_tick_end_ms(&self) -> Option<i64> {
+        let t = self.last_tick_end_ms.load(Relaxed);
+        (t != i64::MIN).then_some(t)
+    }
+
+    pub fn last_publish_wall_ms(&self) -> Option<i64> {
+        let t = self.last_publish_wall_ms.load(Relaxed);
+        (t != i64::MIN).then_some(t)
+    }
+
+    pub fn model_version(&self) -> Arc<String> {
+        self.model_version.load_full()
+    }
+}

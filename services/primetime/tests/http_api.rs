@@ -1,0 +1,357 @@
+//! Every endpoint and error case of the HTTP API, on actix's test service
+//! with a price table filled by hand.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use actix_web::http::StatusCode;
+use actix_web::{App, test};
+use primetime::http::{self, AppState, Limits};
+use primetime::metrics::Metrics;
+use primetime::table::PriceTable;
+use primetime_core::{
+    Config, Engine, IngestTime, PriceDecision, RawDemandEvent, RawDriverLocation, RawRecord,
+};
+use serde_json::{Value, json};
+
+const STADIUM: (f64, f64) = (37.7786, -122.3893);
+
+/// Real decisions from the engine: 40 requests against 2 drivers.
+fn decisions() -> Vec<PriceDecision> {
+    let mut engine = Engine::with_formula(Config::default(), 1, 1).unwrap();
+    let t0 = 1_800_000_000_000i64;
+    let mut offset = 0;
+    let mut push = |engine: &mut Engine, r: RawRecord, t: i64| {
+        let _ = engine.push(0, offset, IngestTime(t), &r);
+        offset += 1;
+    };
+    for i in 0..60 {
+        let t = t0 + i * 2_000;
+        for d in 0..2 {
+            push(
+                &mut engine,
+                RawRecord::Driver(RawDriverLocation {
+                    event_id: format!("p{i}-{d}"),
+                    driver_id: format!("d{d}"),
+                    event_time_ms: t,
+                    lat: STADIUM.0,
+                    lng: STADIUM.1,
+                    status: 1,
+                }),
+                t,
+            );
+        }
+        if i < 40 {
+            push(
+                &mut engine,
+                RawRecord::Demand(RawDemandEvent {
+                    event_id: format!("r{i}"),
+                    rider_id: format!("rider{i}"),
+                    event_time_ms: t,
+                    lat: STADIUM.0,
+                    lng: STADIUM.1,
+                    kind: 1,
+                }),
+                t,
+            );
+        }
+    }
+    engine.take_decisions()
+}
+
+struct Fixture {
+    state: AppState,
+    now: Arc<AtomicI64>,
+    last: PriceDecision,
+}
+
+fn fixture() -> Fixture {
+    let table = Arc::new(PriceTable::new("formula-v1"));
+    let decisions = decisions();
+    let last = decisions
+        .last()
+        .cloned()
+        .expect("the engine surged the stadium");
+    assert!(last.multiplier.value() > 1.0);
+    table.publish(last.tick, last.tick.end_ms(10_000), 1_000_000, &decisions);
+    let now = Arc::new(AtomicI64::new(1_000_500));
+    let clock = Arc::clone(&now);
+    let state = AppState {
+        table,
+        metrics: Arc::new(Metrics::new(2)),
+        geo: Config::default().geo(),
+        limits: Limits {
+            max_body_bytes: 64 * 1024,
+            max_bbox_cells: 100,
+            stale_after_ms: 30_000,
+        },
+        now_ms: Arc::new(move || clock.load(Ordering::Relaxed)),
+    };
+    Fixture { state, now, last }
+}
+
+macro_rules! app {
+    ($state:expr) => {{
+        let state = $state.clone();
+        test::init_service(App::new().configure(move |c| http::configure(c, state))).await
+    }};
+}
+
+macro_rules! get {
+    ($app:expr, $uri:expr) => {{
+        let resp =
+            test::call_service(&$app, test::TestRequest::get().uri(&$uri).to_request()).await;
+        let status = resp.status();
+        let body = test::read_body(resp).await;
+        (
+            status,
+            serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+        )
+    }};
+}
+
+macro_rules! post {
+    ($app:expr, $uri:expr, $body:expr) => {{
+        let req = test::TestRequest::post()
+            .uri($uri)
+            .insert_header(("content-type", "application/json"))
+            .set_payload($body)
+            .to_request();
+        let resp = test::call_service(&$app, req).await;
+        let status = resp.status();
+        let body = test::read_body(resp).await;
+        (
+            status,
+            serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+        )
+    }};
+}
+
+fn assert_field_error(status: StatusCode, body: &Value, field: &str) {
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["field"], field, "{body}");
+    assert_eq!(body["error"]["status"], 400);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(field)),
+        "{body}"
+    );
+}
+
+#[actix_web::test]
+async fn price_of_a_surging_and_an_unpriced_location() {
+    let f = fixture();
+    let app = app!(f.state);
+    let (status, body) = get!(
+        app,
+        &format!("/v1/price?lat={}&lng={}", STADIUM.0, STADIUM.1)
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["multiplier"], f.last.multiplier.value());
+    assert_eq!(body["priced"], true);
+    assert_eq!(body["since_tick"], f.last.tick.0);
+    assert_eq!(body["tick"], f.last.tick.0);
+    assert_eq!(body["model_version"], "formula-v1");
+    assert_eq!(body["stale"], false);
+    assert_eq!(body["cell"], f.last.cell.to_string());
+
+    let (status, body) = get!(app, "/v1/price?lat=48.8566&lng=2.3522");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["multiplier"], 1.0);
+    assert_eq!(body["priced"], false);
+    assert_eq!(body["since_tick"], Value::Null);
+    assert_eq!(body["tick"], f.last.tick.0);
+}
+
+#[actix_web::test]
+async fn price_rejects_bad_coordinates_naming_the_field() {
+    let f = fixture();
+    let app = app!(f.state);
+    for (uri, field) in [
+        ("/v1/price?lng=1", "lat"),
+        ("/v1/price?lat=1", "lng"),
+        ("/v1/price?lat=abc&lng=1", "lat"),
+        ("/v1/price?lat=91&lng=1", "lat"),
+        ("/v1/price?lat=NaN&lng=1", "lat"),
+        ("/v1/price?lat=inf&lng=1", "lat"),
+        ("/v1/price?lat=1&lng=-180.5", "lng"),
+        ("/v1/price?lat=1&lng=1e400", "lng"),
+    ] {
+        let (status, body) = get!(app, uri);
+        assert_field_error(status, &body, field);
+    }
+    let (status, _) = get!(app, "/v1/price?lat=%ZZ");
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[actix_web::test]
+async fn stale_when_no_tick_was_published_recently() {
+    let f = fixture();
+    let app = app!(f.state);
+    f.now.store(1_000_000 + 30_001, Ordering::Relaxed);
+    let (_, body) = get!(app, "/v1/price?lat=1&lng=1");
+    assert_eq!(body["stale"], true);
+    let (status, body) = get!(app, "/readyz");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["status"], "not_ready");
+}
+
+#[actix_web::test]
+async fn batch_prices_in_order_with_limits() {
+    let f = fixture();
+    let app = app!(f.state);
+    let body =
+        json!({"locations": [{"lat": STADIUM.0, "lng": STADIUM.1}, {"lat": 0.5, "lng": 0.5}]});
+    let (status, resp) = post!(app, "/v1/prices", body.to_string().into_bytes());
+    assert_eq!(status, StatusCode::OK);
+    let prices = resp["prices"].as_array().unwrap();
+    assert_eq!(prices.len(), 2);
+    assert_eq!(prices[0]["multiplier"], f.last.multiplier.value());
+    assert_eq!(prices[1]["priced"], false);
+    assert_eq!(resp["tick"], f.last.tick.0);
+
+    let thousand: Vec<Value> = (0..1000)
+        .map(|i| json!({"lat": 10.0 + f64::from(i) * 1e-3, "lng": 1.0}))
+        .collect();
+    let (status, resp) = post!(
+        app,
+        "/v1/prices",
+        json!({"locations": thousand}).to_string().into_bytes()
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(resp["prices"].as_array().unwrap().len(), 1000);
+
+    let too_many: Vec<Value> = (0..1001).map(|_| json!({"lat": 1, "lng": 1})).collect();
+    let (status, resp) = post!(
+        app,
+        "/v1/prices",
+        json!({"locations": too_many}).to_string().into_bytes()
+    );
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{resp}");
+    assert_eq!(resp["error"]["code"], "too_large");
+
+    let huge = vec![b' '; 64 * 1024 + 1];
+    let (status, resp) = post!(app, "/v1/prices", huge);
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{resp}");
+
+    let (status, resp) = post!(app, "/v1/prices", b"{not json".to_vec());
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(resp["error"]["code"], "invalid_body");
+
+    let (status, resp) = post!(app, "/v1/prices", b"{}".to_vec());
+    assert_field_error(status, &resp, "locations");
+    let (status, resp) = post!(app, "/v1/prices", br#"{"locations": 3}"#.to_vec());
+    assert_field_error(status, &resp, "locations");
+    let (status, resp) = post!(
+        app,
+        "/v1/prices",
+        br#"{"locations": [{"lat": 1, "lng": 1}, {"lat": "x", "lng": 1}]}"#.to_vec()
+    );
+    assert_field_error(status, &resp, "locations[1].lat");
+    let (status, resp) = post!(
+        app,
+        "/v1/prices",
+        br#"{"locations": [{"lat": 1, "lng": 200}]}"#.to_vec()
+    );
+    assert_field_error(status, &resp, "locations[0].lng");
+}
+
+#[actix_web::test]
+async fn cell_with_explanation_and_errors() {
+    let f = fixture();
+    let app = app!(f.state);
+    let (status, body) = get!(app, &format!("/v1/cells/{}", f.last.cell));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["multiplier"], f.last.multiplier.value());
+    let explanation = &body["explanation"];
+    assert_eq!(
+        explanation["features"]["supply"],
+        f.last.explanation.features.supply
+    );
+    assert!(explanation["guardrails"].is_array());
+    assert!(explanation["raw"].is_number());
+    assert_eq!(explanation["previous"], f.last.explanation.previous.value());
+
+    // A valid price cell that was never priced.
+    let (status, body) = get!(app, "/v1/cells/881fb46621fffff");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["priced"], false);
+    assert_eq!(body["explanation"], Value::Null);
+
+    for bad in ["nope", "85283083fffffff", "8f283082adfffff0000"] {
+        let (status, body) = get!(app, &format!("/v1/cells/{bad}"));
+        assert_field_error(status, &body, "cell");
+    }
+}
+
+#[actix_web::test]
+async fn cells_in_a_bounding_box() {
+    let f = fixture();
+    let app = app!(f.state);
+    let (status, body) = get!(app, "/v1/cells?bbox=-122.55,37.65,-122.30,37.85");
+    assert_eq!(status, StatusCode::OK);
+    let cells = body["cells"].as_array().unwrap();
+    assert_eq!(cells.len(), 1);
+    assert_eq!(cells[0]["cell"], f.last.cell.to_string());
+    assert_eq!(body["truncated"], false);
+    let (_, body) = get!(app, "/v1/cells?bbox=0,0,1,1");
+    assert!(body["cells"].as_array().unwrap().is_empty());
+    for bad in [
+        "/v1/cells",
+        "/v1/cells?bbox=1,2,3",
+        "/v1/cells?bbox=a,b,c,d",
+        "/v1/cells?bbox=1,1,0,0",
+        "/v1/cells?bbox=0,0,1,100",
+    ] {
+        let (status, body) = get!(app, bad);
+        assert_field_error(status, &body, "bbox");
+    }
+}
+
+#[actix_web::test]
+async fn health_ready_metrics_openapi_and_unknown_paths() {
+    let f = fixture();
+    let app = app!(f.state);
+    let (status, body) = get!(app, "/healthz");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("ok"))
+    );
+    let (status, body) = get!(app, "/readyz");
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    let resp =
+        test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    for family in [
+        "primetime_events_rejected_total{reason=\"future\"}",
+        "primetime_watermark_lag_seconds",
+        "primetime_tick_duration_seconds_bucket",
+        "primetime_active_cells",
+        "primetime_mailbox_depth{shard=\"0\"}",
+        "primetime_decisions_published_total",
+    ] {
+        assert!(text.contains(family), "{family} missing");
+    }
+
+    let (status, body) = get!(app, "/openapi.json");
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["openapi"], "3.1.0");
+    for path in [
+        "/v1/price",
+        "/v1/prices",
+        "/v1/cells/{cell}",
+        "/v1/cells",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(body["paths"][path].is_object(), "{path} undocumented");
+    }
+
+    let (status, body) = get!(app, "/v1/nope");
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+}

@@ -1,0 +1,142 @@
+//! The actor pipeline's decisions equal the reference `Engine`'s on the
+//! same simulated log (with every kind of noise), for 1, 2 and 7 shards.
+
+use std::sync::Arc;
+
+use primetime::config::ServiceConfig;
+use primetime::pipeline::{CollectSink, Input, InputRecord, Poll};
+use primetime::replay;
+use primetime_core::{Engine, FormulaModel, IngestTime, PriceModel};
+use primetime_sim::{Noise, SimConfig, SimRecord, Simulator};
+
+/// A finite in-memory input, delivered in chunks.
+struct VecInput {
+    records: std::vec::IntoIter<InputRecord>,
+    partitions: u32,
+}
+
+impl Input for VecInput {
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn poll(&mut self, out: &mut Vec<InputRecord>) -> anyhow::Result<Poll> {
+        out.extend(self.records.by_ref().take(1_000));
+        Ok(if self.records.len() == 0 {
+            Poll::End
+        } else {
+            Poll::More
+        })
+    }
+}
+
+fn simulated(minutes: i64) -> (Vec<SimRecord>, u32) {
+    let config = SimConfig {
+        drivers: 800,
+        demand_per_s: 4.0,
+        noise: Noise {
+            duplicate: 0.02,
+            out_of_order: 0.05,
+            late: 0.02,
+            bad_clock: 0.01,
+            malformed: 0.01,
+        },
+        ..SimConfig::default()
+    };
+    let mut sim = Simulator::new(config).expect("valid sim config");
+    let mut out = Vec::new();
+    let end = sim.now_ms() + minutes * 60_000;
+    sim.advance_to(end, &mut out);
+    (out, sim.partitions())
+}
+
+fn engine_decisions(
+    records: &[SimRecord],
+    partitions: u32,
+    service: &ServiceConfig,
+) -> Vec<String> {
+    let mut engine = Engine::with_formula(service.core.clone(), partitions, 1).expect("config");
+    for r in records {
+        match primetime_proto::decode(r.topic, &r.payload) {
+            Ok(record) => {
+                let _ = engine.push(r.partition, r.offset, IngestTime(r.ingest_time_ms), &record);
+            }
+            Err(_) => engine.push_malformed(r.partition, r.offset),
+        }
+    }
+    engine.finish();
+    engine
+        .take_decisions()
+        .iter()
+        .map(|d| serde_json::to_string(d).expect("json"))
+        .collect()
+}
+
+#[test]
+fn actors_equal_the_reference_engine_for_1_2_and_7_shards() {
+    let (records, partitions) = simulated(12);
+    let labels: std::collections::HashSet<_> =
+        records.iter().map(|r| format!("{:?}", r.label)).collect();
+    assert!(
+        labels.len() >= 5,
+        "the log must carry every kind of noise: {labels:?}"
+    );
+    let service = ServiceConfig {
+        batch_size: 512,
+        mailbox: 4,
+        ..ServiceConfig::default()
+    };
+    let expected = engine_decisions(&records, partitions, &service);
+    assert!(
+        expected.len() > 50,
+        "the simulation must produce surge decisions, got {}",
+        expected.len()
+    );
+    for shards in [1, 2, 7] {
+        let config = ServiceConfig {
+            shards,
+            ..service.clone()
+        };
+        let input = VecInput {
+            records: records
+                .iter()
+                .map(|r| InputRecord {
+                    partition: r.partition,
+                    offset: r.offset,
+                    ingest_time_ms: r.ingest_time_ms,
+                    topic: r.topic,
+                    payload: r.payload.clone(),
+                })
+                .collect::<Vec<_>>()
+                .into_iter(),
+            partitions,
+        };
+        let sink = CollectSink::default();
+        let model: Arc<dyn PriceModel + Send + Sync> =
+            Arc::new(FormulaModel::new(config.core.policy.fallback));
+        let summary = replay::run(&config, input, sink.clone(), model).expect("replay");
+        let got: Vec<String> = sink
+            .0
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|d| serde_json::to_string(d).expect("json"))
+            .collect();
+        assert_eq!(summary.records, records.len() as u64);
+        assert!(summary.rejected.total() > 0, "noise must be rejected");
+        if got != expected {
+            let first = got
+                .iter()
+                .zip(&expected)
+                .position(|(a, b)| a != b)
+                .unwrap_or(got.len().min(expected.len()));
+            panic!(
+                "{shards} shards: {} decisions vs {} from the engine; first difference at {first}:\n actors: {:?}\n engine: {:?}",
+                got.len(),
+                expected.len(),
+                got.get(first),
+                expected.get(first)
+            );
+        }
+    }
+}
