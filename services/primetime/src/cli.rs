@@ -43,6 +43,9 @@ struct ServeArgs {
     /// Cell shard actors [default: number of cores].
     #[arg(long, env = "PRIMETIME_SHARDS")]
     shards: Option<String>,
+    /// HTTP worker threads [default: cores - 1, at least 1].
+    #[arg(long, env = "PRIMETIME_HTTP_WORKERS")]
+    http_workers: Option<String>,
     /// Embedded simulator speed, sim seconds per wall second [default: 1].
     #[arg(long, env = "PRIMETIME_SIM_SPEED")]
     sim_speed: Option<String>,
@@ -151,6 +154,7 @@ fn serve_config(args: &ServeArgs) -> Result<ServiceConfig, ConfigErrors> {
     let overrides = Overrides {
         http_addr: args.http_addr.clone(),
         shards: parse("shards", &args.shards, &mut problems),
+        http_workers: parse("http_workers", &args.http_workers, &mut problems),
         sim_speed: parse("sim_speed", &args.sim_speed, &mut problems),
         seed: parse("seed", &args.seed, &mut problems),
     };

@@ -19,6 +19,10 @@ pub const EXIT_USAGE: i32 = 64;
 pub struct ServiceConfig {
     /// HTTP listen address. Default `127.0.0.1:8080`.
     pub http_addr: String,
+    /// HTTP worker threads. Default: cores − 1 (at least 1), leaving a
+    /// core to the pipeline; on 2 cores one worker gives the best tail
+    /// latency (BENCHMARKS.md).
+    pub http_workers: usize,
     /// Cell shard actors. Default: the number of CPU cores.
     pub shards: usize,
     /// Bounded mailbox of each shard, in event batches. Default 64.
@@ -47,6 +51,8 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             http_addr: "127.0.0.1:8080".to_owned(),
+            http_workers: std::thread::available_parallelism()
+                .map_or(1, |n| n.get().saturating_sub(1).max(1)),
             shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
             mailbox: 64,
             batch_size: 4096,
@@ -79,6 +85,7 @@ pub struct ConfigErrors(pub Vec<String>);
 pub struct Overrides {
     pub http_addr: Option<String>,
     pub shards: Option<usize>,
+    pub http_workers: Option<usize>,
     pub sim_speed: Option<f64>,
     pub seed: Option<u64>,
 }
@@ -95,6 +102,9 @@ impl ServiceConfig {
         }
         if let Some(v) = overrides.shards {
             config.shards = v;
+        }
+        if let Some(v) = overrides.http_workers {
+            config.http_workers = v;
         }
         if let Some(v) = overrides.sim_speed {
             config.sim_speed = v;
@@ -120,6 +130,12 @@ impl ServiceConfig {
             problems.push(format!(
                 "http_addr: {:?} is not an address like 127.0.0.1:8080",
                 self.http_addr
+            ));
+        }
+        if !(1..=256).contains(&self.http_workers) {
+            problems.push(format!(
+                "http_workers: must be in 1..=256, got {}",
+                self.http_workers
             ));
         }
         if !(1..=1024).contains(&self.shards) {

@@ -98,6 +98,7 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
         let state = state.clone();
         App::new().configure(move |c| http::configure(c, state))
     })
+    .workers(config.http_workers)
     .bind(addr)
     .with_context(|| format!("cannot listen on {addr}"))?
     .shutdown_timeout(5)

@@ -12,7 +12,7 @@ use crate::table::PricedCell;
 
 /// The price of one location or cell.
 #[derive(Debug, Serialize)]
-pub struct PriceAnswer {
+pub struct PriceAnswer<'a> {
     pub cell: CellId,
     pub multiplier: f64,
     /// `false`: no decision exists for the cell (never surged, or settled
@@ -22,13 +22,13 @@ pub struct PriceAnswer {
     pub since_tick: Option<Tick>,
     /// The newest fired tick: the answer is current as of its end.
     pub tick: Option<Tick>,
-    pub model_version: String,
+    pub model_version: &'a str,
     pub stale: bool,
 }
 
 struct Status {
     tick: Option<Tick>,
-    model_version: String,
+    model_version: std::sync::Arc<String>,
     stale: bool,
 }
 
@@ -40,12 +40,12 @@ fn status(state: &AppState) -> Status {
         .is_none_or(|t| now.saturating_sub(t) > state.limits.stale_after_ms);
     Status {
         tick: state.table.last_tick(),
-        model_version: state.table.model_version().to_string(),
+        model_version: state.table.model_version(),
         stale,
     }
 }
 
-fn answer(cell: CellId, priced: Option<&PricedCell>, s: &Status) -> PriceAnswer {
+fn answer<'a>(cell: CellId, priced: Option<&'a PricedCell>, s: &'a Status) -> PriceAnswer<'a> {
     match priced {
         Some(p) => PriceAnswer {
             cell,
@@ -53,7 +53,7 @@ fn answer(cell: CellId, priced: Option<&PricedCell>, s: &Status) -> PriceAnswer 
             priced: true,
             since_tick: Some(p.decision.tick),
             tick: s.tick,
-            model_version: p.decision.model_version.to_string(),
+            model_version: &p.decision.model_version,
             stale: s.stale,
         },
         None => PriceAnswer {
@@ -62,7 +62,7 @@ fn answer(cell: CellId, priced: Option<&PricedCell>, s: &Status) -> PriceAnswer 
             priced: false,
             since_tick: None,
             tick: s.tick,
-            model_version: s.model_version.clone(),
+            model_version: s.model_version.as_str(),
             stale: s.stale,
         },
     }
@@ -126,8 +126,50 @@ pub async fn prices(
         }
         body.extend_from_slice(&chunk);
     }
+    // Fast path: the typed shape. Only a body that does not fit it is
+    // parsed again as a generic value, to name the offending field.
+    let cells = match serde_json::from_slice::<BatchRequest>(&body) {
+        Ok(batch) if batch.locations.len() <= MAX_BATCH => {
+            let mut cells = Vec::with_capacity(batch.locations.len());
+            for (i, loc) in batch.locations.iter().enumerate() {
+                let lat = coordinate(&format!("locations[{i}].lat"), Some(loc.lat), 90.0)?;
+                let lng = coordinate(&format!("locations[{i}].lng"), Some(loc.lng), 180.0)?;
+                cells.push(cell_at(&state, lat, lng, "locations")?);
+            }
+            cells
+        }
+        _ => batch_cells_slow(&state, &body)?,
+    };
+    let s = status(&state);
+    let priced: Vec<_> = cells.iter().map(|c| state.table.get(*c)).collect();
+    let answers: Vec<PriceAnswer> = cells
+        .iter()
+        .zip(&priced)
+        .map(|(c, p)| answer(*c, p.as_deref(), &s))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "prices": answers,
+        "tick": s.tick,
+        "model_version": s.model_version.as_str(),
+        "stale": s.stale,
+    })))
+}
+
+#[derive(serde::Deserialize)]
+struct BatchRequest {
+    locations: Vec<Location>,
+}
+
+#[derive(serde::Deserialize)]
+struct Location {
+    lat: f64,
+    lng: f64,
+}
+
+/// The batch's cells, validating a body of unexpected shape field by field.
+fn batch_cells_slow(state: &AppState, body: &[u8]) -> Result<Vec<CellId>, ApiError> {
     let value: Value =
-        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidBody(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| ApiError::InvalidBody(e.to_string()))?;
     let locations = value
         .get("locations")
         .ok_or_else(|| ApiError::field("locations", "is required"))?
@@ -145,19 +187,9 @@ pub async fn prices(
         let lng_field = format!("locations[{i}].lng");
         let lat = coordinate(&lat_field, loc.get("lat").and_then(Value::as_f64), 90.0)?;
         let lng = coordinate(&lng_field, loc.get("lng").and_then(Value::as_f64), 180.0)?;
-        cells.push(cell_at(&state, lat, lng, &lat_field)?);
+        cells.push(cell_at(state, lat, lng, &lat_field)?);
     }
-    let s = status(&state);
-    let answers: Vec<PriceAnswer> = cells
-        .into_iter()
-        .map(|c| answer(c, state.table.get(c).as_deref(), &s))
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "prices": answers,
-        "tick": s.tick,
-        "model_version": s.model_version,
-        "stale": s.stale,
-    })))
+    Ok(cells)
 }
 
 /// `GET /v1/cells/{cell}`: the current decision with its explanation.
@@ -240,7 +272,7 @@ pub async fn cells(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
         "cells": cells,
         "truncated": truncated,
         "tick": s.tick,
-        "model_version": s.model_version,
+        "model_version": s.model_version.as_str(),
         "stale": s.stale,
     })))
 }
@@ -263,7 +295,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "status": if reasons.is_empty() { "ready" } else { "not_ready" },
         "reasons": reasons,
         "tick": s.tick,
-        "model_version": s.model_version,
+        "model_version": s.model_version.as_str(),
         "stale": s.stale,
     });
     if reasons.is_empty() {
@@ -295,7 +327,7 @@ pub async fn service_status(state: web::Data<AppState>) -> HttpResponse {
         .collect();
     HttpResponse::Ok().json(json!({
         "tick": s.tick,
-        "model_version": s.model_version,
+        "model_version": s.model_version.as_str(),
         "stale": s.stale,
         "watermark_ms": wm,
         "watermark_lag_ms": wm.map(|w| now - w),
