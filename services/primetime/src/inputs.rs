@@ -9,30 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use primetime_proto::{LogEntry, LogReader};
+use primetime_proto::LogReader;
 use primetime_sim::{SimRecord, Simulator};
 
 use crate::pipeline::{Input, InputRecord, Poll};
-
-fn from_sim(r: SimRecord) -> InputRecord {
-    InputRecord {
-        partition: r.partition,
-        offset: r.offset,
-        ingest_time_ms: r.ingest_time_ms,
-        topic: r.topic,
-        payload: r.payload,
-    }
-}
-
-fn from_log(e: LogEntry) -> InputRecord {
-    InputRecord {
-        partition: e.partition,
-        offset: e.offset,
-        ingest_time_ms: e.ingest_time_ms,
-        topic: e.topic,
-        payload: e.payload,
-    }
-}
 
 /// The embedded city simulator in (scaled) real time: sim time advances
 /// `speed` times as fast as the wall clock from the moment of creation.
@@ -74,7 +54,7 @@ impl Input for SimInput {
         let until = self.sim_start_ms.saturating_add(elapsed_ms as i64);
         self.buf.clear();
         self.sim.advance_to(until, &mut self.buf);
-        out.extend(self.buf.drain(..).map(from_sim));
+        out.extend(self.buf.drain(..).map(SimRecord::into_log_entry));
         Ok(Poll::More)
     }
 }
@@ -121,9 +101,9 @@ impl Input for LogInput {
     fn poll(&mut self, out: &mut Vec<InputRecord>) -> anyhow::Result<Poll> {
         for _ in 0..self.chunk {
             match self.reader.next() {
-                Some(entry) => out.push(from_log(
-                    entry.with_context(|| format!("reading {}", self.path.display()))?,
-                )),
+                Some(entry) => {
+                    out.push(entry.with_context(|| format!("reading {}", self.path.display()))?)
+                }
                 None => return Ok(Poll::End),
             }
         }

@@ -11,22 +11,15 @@ use primetime_core::record::ValidEvent;
 use primetime_core::{
     Config, Geo, IngestTime, PartitionState, Reason, RejectCounts, Validator, Watermark, shard_of,
 };
-use primetime_proto::Topic;
 use tokio::sync::watch;
 
 use super::shard::{EventBatch, ShardActor};
 use crate::metrics::Metrics;
 
 /// One input record as a source delivers it: where it came from, its
-/// trusted ingest time and its raw payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputRecord {
-    pub partition: u32,
-    pub offset: i64,
-    pub ingest_time_ms: i64,
-    pub topic: Topic,
-    pub payload: Vec<u8>,
-}
+/// trusted ingest time and its raw payload — the event-log entry type, so
+/// logs, the simulator and (later) Kafka all feed the same struct.
+pub type InputRecord = primetime_proto::LogEntry;
 
 /// What a poll produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
