@@ -54,6 +54,16 @@ impl CellId {
         (ll.lat(), ll.lng())
     }
 
+    /// The cell's boundary vertices as `(lat, lng)` in degrees (six, or
+    /// more for cells distorted by an icosahedron edge).
+    pub fn boundary(self) -> Vec<(f64, f64)> {
+        self.index()
+            .boundary()
+            .iter()
+            .map(|ll| (ll.lat(), ll.lng()))
+            .collect()
+    }
+
     /// The H3 resolution of this cell.
     pub fn resolution(self) -> u8 {
         u8::from(self.index().resolution())

@@ -137,6 +137,11 @@ impl Shard {
         self.cells.is_empty()
     }
 
+    /// The active cells, in no particular order.
+    pub fn cell_ids(&self) -> impl Iterator<Item = CellId> + '_ {
+        self.cells.keys().copied()
+    }
+
     /// Loads the cell's state, its newest bucket and that bucket's newest
     /// driver, so a later [`Self::apply`] finds them in cache. Returns what
     /// it read.

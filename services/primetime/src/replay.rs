@@ -109,6 +109,7 @@ where
         shards: config.shards,
         mailbox: config.mailbox,
         batch_size: config.batch_size,
+        active: None,
     };
     let metrics = Arc::new(Metrics::new(config.shards));
     let core = config.core.clone();

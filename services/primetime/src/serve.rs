@@ -14,7 +14,7 @@ use crate::http::{self, AppState, Limits, wall_clock_ms};
 use crate::inputs::SimInput;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineOptions, Sink};
-use crate::table::PriceTable;
+use crate::table::{ActiveView, PriceTable};
 
 /// Publishes each tick into the in-memory price table.
 pub struct TableSink {
@@ -68,10 +68,12 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     let stadium = sim.stadium_cell();
     let stop = Arc::new(AtomicBool::new(false));
     let input = SimInput::new(sim, config.sim_speed, Arc::clone(&stop));
+    let active = Arc::new(ActiveView::new(config.shards));
     let options = PipelineOptions {
         shards: config.shards,
         mailbox: config.mailbox,
         batch_size: config.batch_size,
+        active: Some(Arc::clone(&active)),
     };
     let pipeline = Pipeline::start(
         &config.core,
@@ -84,6 +86,7 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
 
     let state = AppState {
         table,
+        active,
         metrics,
         geo: config.core.geo(),
         limits: Limits {

@@ -7,6 +7,64 @@ use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use arc_swap::ArcSwap;
 use primetime_core::{CellId, PriceDecision, Tick};
 
+/// An active cell (window state or a multiplier above 1.0) with its centre.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActiveCell {
+    pub cell: CellId,
+    pub lat: f32,
+    pub lng: f32,
+}
+
+/// Each shard's active cells as of its last tick, replaced whole per tick
+/// (lock-free reads). Only `serve` keeps it, for the map.
+#[derive(Debug)]
+pub struct ActiveView {
+    shards: Vec<ArcSwap<Vec<ActiveCell>>>,
+}
+
+impl ActiveView {
+    pub fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..shards)
+                .map(|_| ArcSwap::from_pointee(Vec::new()))
+                .collect(),
+        }
+    }
+
+    pub fn replace(&self, shard: usize, cells: Vec<ActiveCell>) {
+        if let Some(slot) = self.shards.get(shard) {
+            slot.store(Arc::new(cells));
+        }
+    }
+
+    /// Active cells whose centre lies in the box.
+    pub fn in_bbox(
+        &self,
+        min_lat: f64,
+        min_lng: f64,
+        max_lat: f64,
+        max_lng: f64,
+    ) -> Vec<ActiveCell> {
+        let mut out = Vec::new();
+        for slot in &self.shards {
+            let cells = slot.load();
+            out.extend(cells.iter().filter(|c| {
+                let (lat, lng) = (f64::from(c.lat), f64::from(c.lng));
+                lat >= min_lat && lat <= max_lat && lng >= min_lng && lng <= max_lng
+            }));
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.load().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A cell's current price: the decision that set it.
 #[derive(Debug)]
 pub struct PricedCell {

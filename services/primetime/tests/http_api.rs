@@ -78,6 +78,7 @@ fn fixture() -> Fixture {
     let clock = Arc::clone(&now);
     let state = AppState {
         table,
+        active: Arc::new(primetime::table::ActiveView::new(2)),
         metrics: Arc::new(Metrics::new(2)),
         geo: Config::default().geo(),
         limits: Limits {
@@ -354,4 +355,51 @@ async fn health_ready_metrics_openapi_and_unknown_paths() {
     let (status, body) = get!(app, "/v1/nope");
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
+}
+
+#[actix_web::test]
+async fn map_page_is_self_contained_and_bbox_carries_boundaries() {
+    let f = fixture();
+    let app = app!(f.state);
+    let resp = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let html = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    assert!(html.contains(r#"<svg id="map""#));
+    for id in [
+        "watermark",
+        "lag",
+        "events-per-s",
+        "rejects",
+        "details",
+        "detail-multiplier",
+        "detail-guardrails",
+    ] {
+        assert!(html.contains(&format!(r#"id="{id}""#)), "#{id} missing");
+    }
+    // No network beyond this service: no absolute URLs except the SVG
+    // namespace, no external scripts or styles.
+    let external: Vec<&str> = html
+        .match_indices("http")
+        .map(|(i, _)| &html[i..(i + 40).min(html.len())])
+        .collect();
+    assert!(
+        external
+            .iter()
+            .all(|u| u.starts_with("http://www.w3.org/2000/svg")),
+        "{external:?}"
+    );
+    assert!(!html.contains("src=\"//") && !html.contains("href=\"//"));
+
+    let (_, body) = get!(app, "/v1/cells?bbox=-122.55,37.65,-122.30,37.85");
+    let cell = &body["cells"][0];
+    let boundary = cell["boundary"].as_array().unwrap();
+    assert_eq!(boundary.len(), 6);
+    for vertex in boundary {
+        let (lat, lng) = (vertex[0].as_f64().unwrap(), vertex[1].as_f64().unwrap());
+        assert!(
+            (lat - STADIUM.0).abs() < 0.01 && (lng - STADIUM.1).abs() < 0.01,
+            "{vertex}"
+        );
+    }
+    assert_eq!(cell["priced"], true);
 }

@@ -248,26 +248,30 @@ pub async fn cells(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
     {
         return Err(bad());
     }
-    let (found, truncated) = state.table.in_bbox(
-        min_lat,
-        min_lng,
-        max_lat,
-        max_lng,
-        state.limits.max_bbox_cells,
-    );
+    let limit = state.limits.max_bbox_cells;
+    let (priced, mut truncated) = state
+        .table
+        .in_bbox(min_lat, min_lng, max_lat, max_lng, limit);
     let s = status(&state);
-    let cells: Vec<Value> = found
+    let mut cells: Vec<Value> = priced
         .iter()
         .map(|c| {
-            json!({
-                "cell": c.decision.cell,
-                "multiplier": c.decision.multiplier.value(),
-                "since_tick": c.decision.tick,
-                "lat": c.lat,
-                "lng": c.lng,
-            })
+            let d = &c.decision;
+            map_cell(d.cell, d.multiplier.value(), true, Some(d.tick))
         })
         .collect();
+    // Active cells without a decision: drawn at 1.0 so the map shows where
+    // the market is live, not only where it surges.
+    for a in state.active.in_bbox(min_lat, min_lng, max_lat, max_lng) {
+        if state.table.get(a.cell).is_some() {
+            continue;
+        }
+        if cells.len() >= limit {
+            truncated = true;
+            break;
+        }
+        cells.push(map_cell(a.cell, 1.0, false, None));
+    }
     Ok(HttpResponse::Ok().json(json!({
         "cells": cells,
         "truncated": truncated,
@@ -275,6 +279,26 @@ pub async fn cells(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
         "model_version": s.model_version.as_str(),
         "stale": s.stale,
     })))
+}
+
+/// One cell for the map: price, centre and boundary (6 decimals, ~0.1 m).
+fn map_cell(cell: CellId, multiplier: f64, priced: bool, since_tick: Option<Tick>) -> Value {
+    let round = |v: f64| (v * 1e6).round() / 1e6;
+    let (lat, lng) = cell.center();
+    let boundary: Vec<[f64; 2]> = cell
+        .boundary()
+        .into_iter()
+        .map(|(a, b)| [round(a), round(b)])
+        .collect();
+    json!({
+        "cell": cell,
+        "multiplier": multiplier,
+        "priced": priced,
+        "since_tick": since_tick,
+        "lat": round(lat),
+        "lng": round(lng),
+        "boundary": boundary,
+    })
 }
 
 /// `GET /healthz`: the process serves requests.

@@ -17,7 +17,7 @@ use primetime_core::Geo;
 pub use error::ApiError;
 
 use crate::metrics::Metrics;
-use crate::table::PriceTable;
+use crate::table::{ActiveView, PriceTable};
 
 /// Most locations in one `POST /v1/prices`.
 pub const MAX_BATCH: usize = 1_000;
@@ -35,6 +35,8 @@ pub struct Limits {
 #[derive(Clone)]
 pub struct AppState {
     pub table: Arc<PriceTable>,
+    /// Active cells per shard, for the map (cells without a decision).
+    pub active: Arc<ActiveView>,
     pub metrics: Arc<Metrics>,
     pub geo: Geo,
     pub limits: Limits,
@@ -64,21 +66,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
         .default_service(web::to(api::not_found));
 }
 
-/// `GET /`: a landing page pointing at the API.
+/// `GET /`: the live map for operators — one self-contained page (no CDN,
+/// no tiles, no network beyond this service): hexagons of the visible
+/// area coloured by multiplier, refreshed every 2 s from `/v1/cells?bbox=`,
+/// pan and zoom, click for the explanation, watermark/lag/events/rejects
+/// from `/v1/status` in the header.
 async fn index() -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
-        .body(INDEX_HTML)
+        .insert_header(("cache-control", "no-cache"))
+        .body(MAP_HTML)
 }
 
-const INDEX_HTML: &str = r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>primetime</title></head>
-<body style="font-family: sans-serif; max-width: 48rem; margin: 2rem auto">
-<h1>primetime</h1>
-<p>Live surge prices per H3 cell. Try:</p>
-<ul>
-<li><a href="/v1/cells?bbox=-122.55,37.65,-122.30,37.85">/v1/cells?bbox=-122.55,37.65,-122.30,37.85</a> &mdash; priced cells in San Francisco</li>
-<li><a href="/v1/price?lat=37.7786&amp;lng=-122.3893">/v1/price?lat=37.7786&amp;lng=-122.3893</a> &mdash; the stadium</li>
-<li><a href="/v1/status">/v1/status</a>, <a href="/metrics">/metrics</a>, <a href="/openapi.json">/openapi.json</a></li>
-</ul></body></html>
-"#;
+const MAP_HTML: &str = include_str!("map.html");

@@ -39,6 +39,8 @@ pub struct PipelineOptions {
     pub shards: usize,
     pub mailbox: usize,
     pub batch_size: usize,
+    /// Shards publish their active cells here after every tick (the map).
+    pub active: Option<Arc<crate::table::ActiveView>>,
 }
 
 /// A running pipeline.
@@ -75,8 +77,9 @@ impl Pipeline {
             let pricer = TickPricer::new(Policy::new(core.policy), model.version());
             let (model, metrics, mailbox) =
                 (Arc::clone(&model), Arc::clone(&metrics), options.mailbox);
+            let active = options.active.clone();
             let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                ShardActor::new(i, n, geo, shard, pricer, model, mailbox, metrics)
+                ShardActor::new(i, n, geo, shard, pricer, model, mailbox, metrics, active)
             });
             arbiters.push(arbiter);
             addrs.push(addr);

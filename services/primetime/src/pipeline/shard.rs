@@ -15,6 +15,7 @@ use primetime_core::{
 use rustc_hash::FxHashMap;
 
 use crate::metrics::Metrics;
+use crate::table::{ActiveCell, ActiveView};
 
 /// Validated, admitted events for one shard (effective times).
 #[derive(Message)]
@@ -57,6 +58,8 @@ pub struct ShardActor {
     model: Arc<dyn PriceModel + Send + Sync>,
     mailbox: usize,
     metrics: Arc<Metrics>,
+    /// Where to publish the active cells after each tick (for the map).
+    active: Option<Arc<ActiveView>>,
     rows: Vec<TickRow>,
 }
 
@@ -71,6 +74,7 @@ impl ShardActor {
         model: Arc<dyn PriceModel + Send + Sync>,
         mailbox: usize,
         metrics: Arc<Metrics>,
+        active: Option<Arc<ActiveView>>,
     ) -> Self {
         Self {
             index,
@@ -81,6 +85,7 @@ impl ShardActor {
             model,
             mailbox,
             metrics,
+            active,
             rows: Vec::new(),
         }
     }
@@ -130,6 +135,21 @@ impl Handler<FireTick> for ShardActor {
             self.shard
                 .boundary_summaries(|c| shard_of(geo.region_of(c), n) != me)
         };
+        if let Some(view) = &self.active {
+            let cells = self
+                .shard
+                .cell_ids()
+                .map(|cell| {
+                    let (lat, lng) = cell.center();
+                    ActiveCell {
+                        cell,
+                        lat: lat as f32,
+                        lng: lng as f32,
+                    }
+                })
+                .collect();
+            view.replace(self.index, cells);
+        }
         MessageResult(TickReport {
             decisions,
             boundary,
