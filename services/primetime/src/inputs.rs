@@ -26,7 +26,8 @@ pub struct SimInput {
 }
 
 impl SimInput {
-    /// `stop` ends the input (and so the pipeline) when set.
+    /// `stop` stops the input (and so the pipeline, without finishing) when
+    /// set.
     pub fn new(sim: Simulator, speed: f64, stop: Arc<AtomicBool>) -> Self {
         let sim_start_ms = sim.now_ms();
         Self {
@@ -47,7 +48,7 @@ impl Input for SimInput {
 
     fn poll(&mut self, out: &mut Vec<InputRecord>) -> anyhow::Result<Poll> {
         if self.stop.load(Ordering::Relaxed) {
-            return Ok(Poll::End);
+            return Ok(Poll::Stop);
         }
         std::thread::sleep(Duration::from_millis(50));
         let elapsed_ms = self.wall_start.elapsed().as_secs_f64() * 1000.0 * self.speed;

@@ -49,8 +49,8 @@ impl Sink for TableSink {
     }
 }
 
-/// Runs until SIGINT/SIGTERM, then drains: stops the source, waits for
-/// the pipeline.
+/// Runs until SIGINT/SIGTERM, then drains: stops HTTP (in-flight requests
+/// finish), stops the source, waits for the pipeline, exits 0.
 pub fn serve(config: ServiceConfig) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(run(config))
 }
@@ -102,13 +102,22 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
         App::new().configure(move |c| http::configure(c, state))
     })
     .workers(config.http_workers)
+    // Signals are ours: stop HTTP first, then the pipeline, then the system.
+    .disable_signals()
     .bind(addr)
     .with_context(|| format!("cannot listen on {addr}"))?
     .shutdown_timeout(5)
     .run();
+    let handle = server.handle();
+    actix_rt::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("signal received, draining http");
+        handle.stop(true).await;
+    });
     tracing::info!(
         url = %format!("http://{addr}/"),
         shards = config.shards,
+        http_workers = config.http_workers,
         stadium_cell = ?stadium.map(|c| c.to_string()),
         "primetime serving (embedded simulator, in-memory prices)"
     );
@@ -127,4 +136,27 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
         "stopped"
     );
     Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use actix_rt::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = actix_rt::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = actix_rt::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = actix_rt::signal::ctrl_c().await;
+    }
 }

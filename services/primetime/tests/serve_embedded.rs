@@ -43,7 +43,7 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 fn embedded_default_prices_the_stadium_surge_within_30_seconds() {
     let port = free_port();
     let started = Instant::now();
-    let _server = Server(
+    let mut server = Server(
         Command::new(env!("CARGO_BIN_EXE_primetime"))
             .args(["serve", "--http-addr", &format!("127.0.0.1:{port}")])
             .env("PRIMETIME_LOG", "warn")
@@ -66,6 +66,27 @@ fn embedded_default_prices_the_stadium_surge_within_30_seconds() {
                 );
                 let (status, _) = http_get(port, "/readyz").expect("readyz");
                 assert_eq!(status, 200);
+                // Graceful shutdown on SIGTERM: exit status 0, promptly.
+                let pid = server.0.id().to_string();
+                assert!(
+                    Command::new("kill")
+                        .args(["-TERM", &pid])
+                        .status()
+                        .expect("kill")
+                        .success()
+                );
+                let stopping = Instant::now();
+                loop {
+                    if let Some(status) = server.0.try_wait().expect("wait") {
+                        assert!(status.success(), "exit status after SIGTERM: {status}");
+                        break;
+                    }
+                    assert!(
+                        stopping.elapsed() < Duration::from_secs(10),
+                        "no exit within 10 s of SIGTERM"
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 return;
             }
             last = Some(v);

@@ -26,8 +26,12 @@ pub type InputRecord = primetime_proto::LogEntry;
 pub enum Poll {
     /// Records were appended (maybe none); poll again.
     More,
-    /// End of input: no record will ever follow.
+    /// End of input: no record will ever follow. Every remaining tick
+    /// fires (replay).
     End,
+    /// Stop now without finishing: the clock stops after the ticks already
+    /// allowed (service shutdown; the state is a cache of the log).
+    Stop,
 }
 
 /// A source of input records with a fixed set of partitions.
@@ -115,6 +119,10 @@ impl Source {
         loop {
             records.clear();
             let poll = input.poll(&mut records)?;
+            if poll == Poll::Stop {
+                tracing::info!(records = self.summary.records, "source stopped");
+                return Ok(self.summary);
+            }
             for r in &records {
                 self.summary.records += 1;
                 let Some(p) = partitions.get_mut(r.partition as usize) else {
