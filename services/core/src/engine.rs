@@ -84,6 +84,8 @@ pub struct Engine<M: PriceModel = FormulaModel> {
     stats: EngineStats,
     out: Vec<PriceDecision>,
     rows: Vec<Vec<TickRow>>,
+    /// Every fired tick's feature rows, when recording (datasets).
+    recorded: Option<Vec<(Tick, TickRow)>>,
 }
 
 impl Engine<FormulaModel> {
@@ -128,6 +130,7 @@ impl<M: PriceModel> Engine<M> {
             stats: EngineStats::default(),
             out: Vec::new(),
             rows: vec![Vec::new(); shards],
+            recorded: None,
         })
     }
 
@@ -262,6 +265,18 @@ impl<M: PriceModel> Engine<M> {
         self.advance();
     }
 
+    /// Records the feature rows of every cell at every tick from now on
+    /// (the training dataset: same code path as serving), for
+    /// [`Self::take_rows`].
+    pub fn record_rows(&mut self) {
+        self.recorded.get_or_insert_with(Vec::new);
+    }
+
+    /// Rows recorded since the last call, by tick then cell.
+    pub fn take_rows(&mut self) -> Vec<(Tick, TickRow)> {
+        self.recorded.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
     /// Decisions made so far, in order: by tick, then by cell.
     pub fn take_decisions(&mut self) -> Vec<PriceDecision> {
         std::mem::take(&mut self.out)
@@ -359,6 +374,11 @@ impl<M: PriceModel> Engine<M> {
                     rows,
                 );
             }
+        }
+        if let Some(recorded) = &mut self.recorded {
+            let first = recorded.len();
+            recorded.extend(self.rows.iter().flatten().map(|r| (tick, *r)));
+            recorded[first..].sort_unstable_by_key(|(_, r)| r.cell);
         }
         let first = self.out.len();
         let mut failed = false;

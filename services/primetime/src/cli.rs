@@ -55,10 +55,15 @@ struct ServeArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("output").required(true).args(["out", "dataset"])))]
 struct SimulateArgs {
-    /// Output file.
+    /// Write the event log (length-delimited protobuf) here.
     #[arg(long)]
-    out: PathBuf,
+    out: Option<PathBuf>,
+    /// Write the model's training set (CSV: tick, cell, features, target)
+    /// here instead of a log.
+    #[arg(long)]
+    dataset: Option<PathBuf>,
     /// Minutes of simulated time.
     #[arg(long, default_value = "30")]
     minutes: String,
@@ -251,14 +256,26 @@ fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         return Err(ConfigErrors(problems).into());
     };
     let started = std::time::Instant::now();
-    let file = std::fs::File::create(&args.out)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", args.out.display()))?;
+    if let Some(path) = &args.dataset {
+        let file = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+        let s = crate::dataset::write_dataset(sim, &base.core, minutes, file)?;
+        eprintln!(
+            "wrote {} dataset rows ({} ticks, {} records, {minutes} simulated minutes) to {} in {:.1} s",
+            s.rows,
+            s.ticks,
+            s.records,
+            path.display(),
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    let Some(out) = &args.out else {
+        return Err(ConfigErrors(vec!["simulate: --out or --dataset is required".into()]).into());
+    };
+    let file = std::fs::File::create(out).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
     let records = primetime_sim::write_log(sim, minutes, std::io::BufWriter::new(file))?;
     let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "wrote {records} records ({minutes} simulated minutes) to {} in {secs:.1} s",
-        args.out.display()
-    );
+    eprintln!("wrote {records} records ({minutes} simulated minutes) to {} in {secs:.1} s", out.display());
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! - [`config`]: typed configuration from flags, environment and file;
 //! - [`pipeline`]: source thread → shard actors → tick clock;
 //! - [`inputs`]: pipeline inputs (embedded simulator, event log);
+//! - [`dataset`]: the model's training set from the simulator;
 //! - [`table`]: the in-memory price table HTTP reads lock-free;
 //! - [`http`]: the actix-web API;
 //! - [`metrics`]: Prometheus metrics;
@@ -13,6 +14,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dataset;
 pub mod http;
 pub mod inputs;
 pub mod metrics;

@@ -74,6 +74,19 @@
 //!   probability 0.9. Hundreds of requests a minute against the handful
 //!   of drivers near the stadium: the default simulation surges the
 //!   stadium cell within its first minute.
+//! - **Market clearing** (the pricing model's training target, see
+//!   [`Simulator::clearing_multiplier`]): demand is price-elastic with
+//!   elasticity [`DEMAND_ELASTICITY`] (1.2): at multiplier `m` a cell's
+//!   expected ride requests are `D · m^-1.2`. `D` is the expected requests
+//!   over the next [`CLEARING_HORIZON_MIN`] (5) minutes at price 1.0 —
+//!   sessions × time of day × request probability × the cell's share of
+//!   the demand distribution, plus the stadium's release rate. Supply
+//!   responds only through positions: the available drivers in the cell
+//!   plus half of those in its k-ring 1 (the dispatcher's reach). The
+//!   clearing multiplier solves `D · m^-1.2 = S`, clipped to `[1, cap]`.
+//!   The simulated riders themselves do not react to prices (the
+//!   simulator does not see the service's prices); the elasticity defines
+//!   the target only.
 //! - **Records**: event ids are `{seed:x}-{n:x}` (`n` counts records; a
 //!   duplicate reuses its original's id). Event time is the simulated time
 //!   of the action; ingest time is 20–400 ms later (network delay).
@@ -99,7 +112,7 @@ use primetime_proto::LogWriter;
 
 pub use config::{Noise, SimConfig, StadiumEvent};
 pub use noise::Label;
-pub use sim::{SimRecord, Simulator};
+pub use sim::{CLEARING_HORIZON_MIN, DEMAND_ELASTICITY, SimRecord, Simulator};
 
 /// Why a simulation could not be built or written.
 #[derive(Debug, thiserror::Error)]
