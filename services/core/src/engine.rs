@@ -46,6 +46,9 @@ pub struct PriceDecision {
 pub struct EngineStats {
     pub accepted: u64,
     pub rejected: RejectCounts,
+    /// Ticks fired. Ticks while no cell is active are skipped; which of
+    /// those exist can depend on arrival order, so this count (unlike the
+    /// decisions) is not part of the deterministic output.
     pub ticks_fired: u64,
     /// Ticks whose batch the model failed (priced by the formula).
     pub model_failures: u64,
