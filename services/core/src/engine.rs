@@ -277,7 +277,10 @@ impl<M: PriceModel> Engine<M> {
 
     /// Rows recorded since the last call, by tick then cell.
     pub fn take_rows(&mut self) -> Vec<(Tick, TickRow)> {
-        self.recorded.as_mut().map(std::mem::take).unwrap_or_default()
+        self.recorded
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Decisions made so far, in order: by tick, then by cell.

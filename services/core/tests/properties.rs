@@ -186,7 +186,9 @@ fn run_with<M: PriceModel>(
     // skipped, and which empty ticks exist may depend on arrival order
     // (they never produce a decision).
     let stats = engine.stats();
-    let text = serde_json::to_string(&(&decisions, stats.accepted, stats.rejected, stats.decisions)).expect("json");
+    let text =
+        serde_json::to_string(&(&decisions, stats.accepted, stats.rejected, stats.decisions))
+            .expect("json");
     (text, decisions)
 }
 

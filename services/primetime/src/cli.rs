@@ -52,6 +52,9 @@ struct ServeArgs {
     /// Embedded simulator seed [default: 7].
     #[arg(long, env = "PRIMETIME_SEED")]
     seed: Option<String>,
+    /// ONNX model [default: models/primetime-v1.onnx]; "" = the formula.
+    #[arg(long, env = "PRIMETIME_MODEL")]
+    model: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +122,9 @@ struct ReplayArgs {
     /// Cell shard actors [default: number of cores]; results do not depend on it.
     #[arg(long, env = "PRIMETIME_SHARDS")]
     shards: Option<String>,
+    /// ONNX model [default: models/primetime-v1.onnx]; "" = the formula.
+    #[arg(long, env = "PRIMETIME_MODEL")]
+    model: Option<String>,
     /// TOML configuration file.
     #[arg(long, env = "PRIMETIME_CONFIG")]
     config: Option<PathBuf>,
@@ -162,6 +168,7 @@ fn serve_config(args: &ServeArgs) -> Result<ServiceConfig, ConfigErrors> {
         http_workers: parse("http_workers", &args.http_workers, &mut problems),
         sim_speed: parse("sim_speed", &args.sim_speed, &mut problems),
         seed: parse("seed", &args.seed, &mut problems),
+        model: args.model.clone(),
     };
     load(args.config.as_ref(), overrides, problems)
 }
@@ -257,7 +264,8 @@ fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     if let Some(path) = &args.dataset {
-        let file = std::fs::File::create(path).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+        let file = std::fs::File::create(path)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
         let s = crate::dataset::write_dataset(sim, &base.core, minutes, file)?;
         eprintln!(
             "wrote {} dataset rows ({} ticks, {} records, {minutes} simulated minutes) to {} in {:.1} s",
@@ -272,10 +280,14 @@ fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     let Some(out) = &args.out else {
         return Err(ConfigErrors(vec!["simulate: --out or --dataset is required".into()]).into());
     };
-    let file = std::fs::File::create(out).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+    let file = std::fs::File::create(out)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
     let records = primetime_sim::write_log(sim, minutes, std::io::BufWriter::new(file))?;
     let secs = started.elapsed().as_secs_f64();
-    eprintln!("wrote {records} records ({minutes} simulated minutes) to {} in {secs:.1} s", out.display());
+    eprintln!(
+        "wrote {records} records ({minutes} simulated minutes) to {} in {secs:.1} s",
+        out.display()
+    );
     Ok(())
 }
 
@@ -283,6 +295,7 @@ fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let mut problems = Vec::new();
     let overrides = Overrides {
         shards: parse("shards", &args.shards, &mut problems),
+        model: args.model.clone(),
         ..Overrides::default()
     };
     let config = load(args.config.as_ref(), overrides, problems)?;

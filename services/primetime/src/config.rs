@@ -10,6 +10,10 @@ use primetime_sim::SimConfig;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+/// The model used unless configured otherwise (relative to the working
+/// directory: the repository root for `cargo run`).
+pub const DEFAULT_MODEL: &str = "models/primetime-v1.onnx";
+
 /// Exit status for invalid configuration or usage (`EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
 
@@ -38,6 +42,11 @@ pub struct ServiceConfig {
     pub max_bbox_cells: usize,
     /// Embedded simulator speed (sim seconds per wall second). Default 1.
     pub sim_speed: f64,
+    /// The ONNX pricing model (its card `<stem>.card.json` next to it).
+    /// Default `models/primetime-v1.onnx`; empty = the formula. A model
+    /// that cannot be loaded is logged and the service runs in fallback
+    /// mode: the formula prices, every decision is marked `fallback`.
+    pub model: String,
     /// Time model, windows and guardrails (the pricing core).
     pub core: primetime_core::Config,
     /// The embedded city simulator (source when no Kafka is configured).
@@ -60,6 +69,7 @@ impl Default for ServiceConfig {
             max_body_bytes: 256 * 1024,
             max_bbox_cells: 20_000,
             sim_speed: 1.0,
+            model: DEFAULT_MODEL.to_owned(),
             core: primetime_core::Config::default(),
             sim: embedded_sim(),
         }
@@ -88,6 +98,7 @@ pub struct Overrides {
     pub http_workers: Option<usize>,
     pub sim_speed: Option<f64>,
     pub seed: Option<u64>,
+    pub model: Option<String>,
 }
 
 impl ServiceConfig {
@@ -111,6 +122,9 @@ impl ServiceConfig {
         }
         if let Some(v) = overrides.seed {
             config.sim.seed = v;
+        }
+        if let Some(v) = &overrides.model {
+            config.model.clone_from(v);
         }
         config.validate()?;
         Ok(config)

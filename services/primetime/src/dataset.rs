@@ -55,7 +55,8 @@ pub fn write_dataset<W: Write>(
             summary.records += 1;
             match primetime_proto::decode(r.topic, &r.payload) {
                 Ok(record) => {
-                    let _ = engine.push(r.partition, r.offset, IngestTime(r.ingest_time_ms), &record);
+                    let _ =
+                        engine.push(r.partition, r.offset, IngestTime(r.ingest_time_ms), &record);
                 }
                 Err(_) => engine.push_malformed(r.partition, r.offset),
             }
@@ -93,5 +94,7 @@ pub fn write_dataset<W: Write>(
 }
 
 fn engine_cap(core: &Config) -> f64 {
-    core.policy.emergency_cap.map_or(core.policy.cap, |e| e.min(core.policy.cap))
+    core.policy
+        .emergency_cap
+        .map_or(core.policy.cap, |e| e.min(core.policy.cap))
 }

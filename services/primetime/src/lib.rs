@@ -10,6 +10,7 @@
 //! - [`table`]: the in-memory price table HTTP reads lock-free;
 //! - [`http`]: the actix-web API;
 //! - [`metrics`]: Prometheus metrics;
+//! - [`model`]: the ONNX model or, when it cannot load, fallback mode;
 //! - [`serve`], [`replay`]: the two pipeline-running commands.
 
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod dataset;
 pub mod http;
 pub mod inputs;
 pub mod metrics;
+pub mod model;
 pub mod pipeline;
 pub mod replay;
 pub mod serve;

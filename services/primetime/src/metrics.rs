@@ -31,6 +31,9 @@ pub struct Metrics {
     pub mailbox_depth: Vec<AtomicI64>,
     /// Times the source waited on a full shard mailbox.
     pub backpressure_waits: AtomicU64,
+    /// 1 when the configured model could not be loaded and the formula
+    /// prices (fallback mode).
+    model_fallback: AtomicU64,
 }
 
 impl Metrics {
@@ -49,7 +52,16 @@ impl Metrics {
             model_failures: AtomicU64::new(0),
             mailbox_depth: (0..shards).map(|_| AtomicI64::new(0)).collect(),
             backpressure_waits: AtomicU64::new(0),
+            model_fallback: AtomicU64::new(0),
         }
+    }
+
+    pub fn set_model_fallback(&self, fallback: bool) {
+        self.model_fallback.store(u64::from(fallback), Relaxed);
+    }
+
+    pub fn model_fallback(&self) -> bool {
+        self.model_fallback.load(Relaxed) == 1
     }
 
     pub fn reject(&self, reason: Reason) {
@@ -202,6 +214,17 @@ impl Metrics {
         );
         metric(
             &mut out,
+            "primetime_model_fallback",
+            "gauge",
+            "1 when the configured model failed to load and the fallback formula prices.",
+        );
+        let _ = writeln!(
+            out,
+            "primetime_model_fallback {}",
+            self.model_fallback.load(Relaxed)
+        );
+        metric(
+            &mut out,
             "primetime_mailbox_depth",
             "gauge",
             "Event batches waiting in each shard's mailbox.",
@@ -244,5 +267,6 @@ mod tests {
         assert!(text.contains("primetime_tick_duration_seconds_bucket{le=\"0.0025\"} 0"));
         assert!(text.contains("primetime_watermark_lag_seconds 2.000"));
         assert!(text.contains("primetime_mailbox_depth{shard=\"1\"} 0"));
+        assert!(text.contains("primetime_model_fallback 0"));
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use primetime_core::{FormulaModel, PriceDecision, PriceModel, RejectCounts, Tick};
+use primetime_core::{PriceDecision, PriceModel, RejectCounts, Tick};
 
 use crate::config::ServiceConfig;
 use crate::inputs::LogInput;
@@ -89,9 +89,8 @@ pub fn replay(config: &ServiceConfig, input: &Path, out: &Path) -> anyhow::Resul
     let input = LogInput::open(input)?;
     let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
     let sink = JsonlSink::new(BufWriter::with_capacity(1 << 20, file));
-    let model: Arc<dyn PriceModel + Send + Sync> =
-        Arc::new(FormulaModel::new(config.core.policy.fallback));
-    run(config, input, sink, model)
+    let choice = crate::model::choose(&config.model, config.core.policy.fallback);
+    run(config, input, sink, choice.model)
 }
 
 /// Replays any input into any sink (used by tests).

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::{App, HttpServer};
 use anyhow::Context as _;
-use primetime_core::{FormulaModel, PriceDecision, PriceModel, Tick};
+use primetime_core::{PriceDecision, Tick};
 use primetime_sim::{SimConfig, Simulator};
 
 use crate::config::ServiceConfig;
@@ -57,8 +57,9 @@ pub fn serve(config: ServiceConfig) -> anyhow::Result<()> {
 
 async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new(config.shards));
-    let model: Arc<dyn PriceModel + Send + Sync> =
-        Arc::new(FormulaModel::new(config.core.policy.fallback));
+    let choice = crate::model::choose(&config.model, config.core.policy.fallback);
+    metrics.set_model_fallback(choice.fallback_reason.is_some());
+    let model = choice.model;
     let table = Arc::new(PriceTable::new(model.version()));
     let sim = Simulator::new(SimConfig {
         start_ms: wall_clock_ms(),

@@ -8,6 +8,103 @@ fn primetime() -> Command {
     Command::new(env!("CARGO_BIN_EXE_primetime"))
 }
 
+fn repo() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn decisions(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("decisions")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn the_model_prices_and_every_broken_model_means_flagged_fallback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("events.log");
+    let status = primetime()
+        .args(["simulate", "--out"])
+        .arg(&log)
+        .args(["--minutes", "4", "--drivers", "600"])
+        .status()
+        .expect("simulate");
+    assert!(status.success());
+    let replay = |model: &std::path::Path| {
+        let out = dir.path().join("out.jsonl");
+        let output = primetime()
+            .args(["replay", "--input"])
+            .arg(&log)
+            .arg("--out")
+            .arg(&out)
+            .arg("--model")
+            .arg(model)
+            .output()
+            .expect("replay");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (
+            decisions(&out),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (good, stderr) = replay(&repo().join("models/primetime-v1.onnx"));
+    assert!(!good.is_empty());
+    assert!(
+        good.iter().all(|d| d["model_version"] == "primetime-v1"),
+        "{stderr}"
+    );
+    assert!(good.iter().all(|d| d["explanation"]["fallback"] == false));
+    assert!(!stderr.contains("model unavailable"), "{stderr}");
+
+    let fixtures = repo().join("services/model/tests/fixtures");
+    for broken in [
+        "missing.onnx",
+        "corrupt.onnx",
+        "wrong_shape.onnx",
+        "badsha.onnx",
+        "badorder.onnx",
+    ] {
+        let (flagged, stderr) = replay(&fixtures.join(broken));
+        assert!(!flagged.is_empty(), "{broken}: fallback mode still prices");
+        for d in &flagged {
+            assert_eq!(d["model_version"], "fallback-formula-v1", "{broken}");
+            assert_eq!(d["explanation"]["fallback"], true, "{broken}");
+            assert!(
+                d["multiplier"]
+                    .as_f64()
+                    .is_some_and(|m| (1.0..=3.0).contains(&m))
+            );
+        }
+        assert!(
+            stderr.contains("model unavailable"),
+            "{broken}: the reason is logged:\n{stderr}"
+        );
+    }
+
+    // A model answering log(prev_multiplier - 2): NaN or -inf while the
+    // previous multiplier is at most 2. Those rows fall back, flagged.
+    let (nan, _) = replay(&fixtures.join("nan.onnx"));
+    let non_finite: Vec<_> = nan
+        .iter()
+        .filter(|d| d["explanation"]["features"]["prev_multiplier"].as_f64() <= Some(2.0))
+        .collect();
+    assert!(!non_finite.is_empty());
+    for d in non_finite {
+        assert_eq!(d["explanation"]["fallback"], true, "{d}");
+        assert_eq!(d["explanation"]["raw"], serde_json::Value::Null, "{d}");
+        assert_eq!(
+            d["explanation"]["guardrails"][0]["guardrail"], "non_finite",
+            "{d}"
+        );
+    }
+}
+
 #[test]
 fn simulate_then_replay_twice_is_byte_identical() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -39,6 +136,8 @@ fn simulate_then_replay_twice_is_byte_identical() {
             .arg("--out")
             .arg(&out)
             .args(["--shards", shards])
+            .arg("--model")
+            .arg(repo().join("models/primetime-v1.onnx"))
             .output()
             .expect("run replay");
         assert!(

@@ -7,6 +7,7 @@ use primetime::config::ServiceConfig;
 use primetime::pipeline::{CollectSink, Input, InputRecord, Poll};
 use primetime::replay;
 use primetime_core::{Engine, FormulaModel, IngestTime, PriceModel};
+
 use primetime_sim::{Noise, SimConfig, SimRecord, Simulator};
 
 /// A finite in-memory input, delivered in chunks.
@@ -50,12 +51,13 @@ fn simulated(minutes: i64) -> (Vec<SimRecord>, u32) {
     (out, sim.partitions())
 }
 
-fn engine_decisions(
+fn engine_decisions<M: PriceModel>(
     records: &[SimRecord],
     partitions: u32,
     service: &ServiceConfig,
+    model: M,
 ) -> Vec<String> {
-    let mut engine = Engine::with_formula(service.core.clone(), partitions, 1).expect("config");
+    let mut engine = Engine::new(service.core.clone(), partitions, 1, model).expect("config");
     for r in records {
         match primetime_proto::decode(r.topic, &r.payload) {
             Ok(record) => {
@@ -72,21 +74,21 @@ fn engine_decisions(
         .collect()
 }
 
-#[test]
-fn actors_equal_the_reference_engine_for_1_2_and_7_shards() {
-    let (records, partitions) = simulated(12);
-    let labels: std::collections::HashSet<_> =
-        records.iter().map(|r| format!("{:?}", r.label)).collect();
-    assert!(
-        labels.len() >= 5,
-        "the log must carry every kind of noise: {labels:?}"
-    );
+fn model_path() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/primetime-v1.onnx")
+}
+
+fn check_equal(
+    records: &[SimRecord],
+    partitions: u32,
+    model: &dyn Fn() -> Arc<dyn PriceModel + Send + Sync>,
+) {
     let service = ServiceConfig {
         batch_size: 512,
         mailbox: 4,
         ..ServiceConfig::default()
     };
-    let expected = engine_decisions(&records, partitions, &service);
+    let expected = engine_decisions(records, partitions, &service, model());
     assert!(
         expected.len() > 50,
         "the simulation must produce surge decisions, got {}",
@@ -100,21 +102,14 @@ fn actors_equal_the_reference_engine_for_1_2_and_7_shards() {
         let input = VecInput {
             records: records
                 .iter()
-                .map(|r| InputRecord {
-                    partition: r.partition,
-                    offset: r.offset,
-                    ingest_time_ms: r.ingest_time_ms,
-                    topic: r.topic,
-                    payload: r.payload.clone(),
-                })
-                .collect::<Vec<_>>()
+                .cloned()
+                .map(SimRecord::into_log_entry)
+                .collect::<Vec<InputRecord>>()
                 .into_iter(),
             partitions,
         };
         let sink = CollectSink::default();
-        let model: Arc<dyn PriceModel + Send + Sync> =
-            Arc::new(FormulaModel::new(config.core.policy.fallback));
-        let summary = replay::run(&config, input, sink.clone(), model).expect("replay");
+        let summary = replay::run(&config, input, sink.clone(), model()).expect("replay");
         let got: Vec<String> = sink
             .0
             .lock()
@@ -139,4 +134,27 @@ fn actors_equal_the_reference_engine_for_1_2_and_7_shards() {
             );
         }
     }
+}
+
+#[test]
+fn actors_equal_the_reference_engine_for_1_2_and_7_shards() {
+    let (records, partitions) = simulated(12);
+    let labels: std::collections::HashSet<_> =
+        records.iter().map(|r| format!("{:?}", r.label)).collect();
+    assert!(
+        labels.len() >= 5,
+        "the log must carry every kind of noise: {labels:?}"
+    );
+    let fallback = ServiceConfig::default().core.policy.fallback;
+    check_equal(&records, partitions, &|| {
+        Arc::new(FormulaModel::new(fallback))
+    });
+}
+
+#[test]
+fn actors_equal_the_reference_engine_with_the_onnx_model() {
+    let (records, partitions) = simulated(8);
+    let model = primetime_model::load(&model_path()).expect("the committed model loads");
+    let model: Arc<dyn PriceModel + Send + Sync> = Arc::new(model);
+    check_equal(&records, partitions, &|| Arc::clone(&model));
 }

@@ -46,6 +46,9 @@ fn embedded_default_prices_the_stadium_surge_within_30_seconds() {
     let mut server = Server(
         Command::new(env!("CARGO_BIN_EXE_primetime"))
             .args(["serve", "--http-addr", &format!("127.0.0.1:{port}")])
+            // From the repository root, like `cargo run`: the default model
+            // path (models/primetime-v1.onnx) resolves.
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
             .env("PRIMETIME_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -59,6 +62,10 @@ fn embedded_default_prices_the_stadium_surge_within_30_seconds() {
             let v: serde_json::Value = serde_json::from_str(body.trim()).expect("json");
             if v["multiplier"].as_f64().is_some_and(|m| m > 1.0) {
                 assert_eq!(v["priced"], true);
+                assert_eq!(
+                    v["model_version"], "primetime-v1",
+                    "the default model is used"
+                );
                 assert_eq!(v["stale"], false);
                 eprintln!(
                     "stadium surge at {:.1} s: {v}",

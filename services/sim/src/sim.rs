@@ -440,7 +440,9 @@ impl Simulator {
 
     /// The city's res-8 cells.
     pub fn cells(&self) -> Vec<CellId> {
-        (0..self.city.cell_count() as u32).filter_map(|slot| CellId::from_u64(self.city.cell(slot))).collect()
+        (0..self.city.cell_count() as u32)
+            .filter_map(|slot| CellId::from_u64(self.city.cell(slot)))
+            .collect()
     }
 
     /// Expected ride requests per minute in the cell at `t_ms` at price
@@ -451,13 +453,17 @@ impl Simulator {
         let Some(slot) = self.city.slot(cell.as_u64()) else {
             return 0.0;
         };
-        let share = self.demand_share.get_or_init(|| self.measure_demand_share())[slot as usize];
-        let mut per_min = self.config.demand_per_s * 60.0 * self.tod.factor(t_ms) * REQUEST_PROBABILITY * share;
+        let share = self
+            .demand_share
+            .get_or_init(|| self.measure_demand_share())[slot as usize];
+        let mut per_min =
+            self.config.demand_per_s * 60.0 * self.tod.factor(t_ms) * REQUEST_PROBABILITY * share;
         if let Some(st) = &self.stadium {
             if st.cell == cell {
                 let elapsed = t_ms - st.start_ms;
                 let released = |e: i64| stadium_released(st.riders, st.duration_ms, e) as f64;
-                per_min += (released(elapsed + 30_000) - released(elapsed - 30_000)) * STADIUM_REQUEST_PROBABILITY;
+                per_min += (released(elapsed + 30_000) - released(elapsed - 30_000))
+                    * STADIUM_REQUEST_PROBABILITY;
             }
         }
         per_min
@@ -492,7 +498,11 @@ impl Simulator {
         let demand = self.expected_requests_per_min(cell, self.now_ms) * CLEARING_HORIZON_MIN;
         let supply = self.available_supply(cell).max(0.5);
         let m = (demand / supply).powf(1.0 / DEMAND_ELASTICITY);
-        if m.is_finite() { m.clamp(1.0, cap.max(1.0)) } else { 1.0 }
+        if m.is_finite() {
+            m.clamp(1.0, cap.max(1.0))
+        } else {
+            1.0
+        }
     }
 
     fn measure_demand_share(&self) -> Vec<f64> {
@@ -502,7 +512,10 @@ impl Simulator {
         for _ in 0..SHARE_SAMPLES {
             counts[self.city.demand_spot(&mut rng).slot as usize] += 1;
         }
-        counts.into_iter().map(|c| f64::from(c) / f64::from(SHARE_SAMPLES)).collect()
+        counts
+            .into_iter()
+            .map(|c| f64::from(c) / f64::from(SHARE_SAMPLES))
+            .collect()
     }
 
     pub fn config(&self) -> &SimConfig {

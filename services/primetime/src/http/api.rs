@@ -310,6 +310,11 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let s = status(&state);
     let mut reasons = Vec::new();
+    let degraded: Vec<&str> = if state.metrics.model_fallback() {
+        vec!["model: fallback formula (see logs)"]
+    } else {
+        Vec::new()
+    };
     if s.tick.is_none() {
         reasons.push("no tick fired yet");
     } else if s.stale {
@@ -318,6 +323,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let body = json!({
         "status": if reasons.is_empty() { "ready" } else { "not_ready" },
         "reasons": reasons,
+        "degraded": degraded,
         "tick": s.tick,
         "model_version": s.model_version.as_str(),
         "stale": s.stale,
@@ -358,6 +364,7 @@ pub async fn service_status(state: web::Data<AppState>) -> HttpResponse {
         "events_accepted": m.accepted.load(std::sync::atomic::Ordering::Relaxed),
         "rejected": rejected,
         "active_cells": m.active_cells.load(std::sync::atomic::Ordering::Relaxed),
+        "model_fallback": m.model_fallback(),
         "priced_cells": state.table.len(),
     }))
 }

@@ -1,0 +1,363 @@
+//! Loading an ONNX model with tract and running it in fixed-shape batches.
+//!
+//! tract plans built for a fixed input shape run about twice as fast as one
+//! built for a symbolic batch dimension, so [`load`] builds one optimised
+//! plan per size in [`PLAN_BATCH_SIZES`]. [`OnnxModel::predict`] splits a
+//! batch into chunks of at most [`MAX_BATCH`] rows and covers each chunk
+//! with runs of those sizes, padding the last run with zero rows whose
+//! outputs are discarded.
+//!
+//! Padding and splitting are safe because tract computes each output row
+//! from its input row alone, bit for bit the same whatever the plan (tested
+//! in `tests/load.rs`): the engine's contract that a row's price does not
+//! depend on its batch.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+use tract_onnx::tract_hir::internal::DimLike;
+
+use crate::LoadError;
+use crate::card::{ModelCard, card_path};
+use primetime_core::{FEATURE_COUNT, FeatureRow, ModelError, PriceModel};
+
+/// Batch sizes with a plan of their own, ascending, 8× apart; see
+/// `next_run` for how a batch is covered with them.
+pub const PLAN_BATCH_SIZES: [usize; 5] = [1, 8, 64, 512, 4096];
+
+/// The largest run: bigger batches are split into runs of at most this many
+/// rows.
+pub const MAX_BATCH: usize = PLAN_BATCH_SIZES[PLAN_BATCH_SIZES.len() - 1];
+
+/// The fixed cost of one tract run, in rows of compute: ~7 µs of
+/// per-op overhead against ~0.15 µs per row of the 7 → 32 → 32 → 1 MLP.
+const RUN_OVERHEAD_ROWS: usize = 48;
+
+/// The next run over `remaining` rows (`1..=MAX_BATCH`): the index of its
+/// plan in [`PLAN_BATCH_SIZES`], how many rows it takes, and the estimated
+/// cost in rows of covering all `remaining` rows this way.
+///
+/// Either the smallest plan that holds every row runs, padded, or the next
+/// smaller plan runs full and the rest is covered the same way, whichever
+/// costs less with [`RUN_OVERHEAD_ROWS`] per run: 600 rows run as
+/// 512 + 64 + 24→64 rather than 600→4096, and 4,000 as 4000→4096 rather
+/// than fourteen runs. The recursion removes at least the smaller plan's
+/// size per level, so its depth stays under 8 per plan size.
+fn next_run(remaining: usize) -> (usize, usize, usize) {
+    debug_assert!((1..=MAX_BATCH).contains(&remaining));
+    let fit = PLAN_BATCH_SIZES
+        .iter()
+        .position(|&b| b >= remaining)
+        .unwrap_or(PLAN_BATCH_SIZES.len() - 1);
+    let padded = RUN_OVERHEAD_ROWS + PLAN_BATCH_SIZES[fit];
+    if fit == 0 {
+        return (fit, remaining.min(PLAN_BATCH_SIZES[fit]), padded);
+    }
+    let lower = PLAN_BATCH_SIZES[fit - 1];
+    let (_, _, rest) = next_run(remaining - lower);
+    let split = RUN_OVERHEAD_ROWS + lower + rest;
+    if padded <= split {
+        (fit, remaining, padded)
+    } else {
+        (fit - 1, lower, split)
+    }
+}
+
+/// One optimised plan for a fixed `[batch, 7]` input.
+struct Plan {
+    batch: usize,
+    runnable: Arc<TypedRunnableModel>,
+}
+
+/// An ONNX model that passed every load check, ready to predict.
+///
+/// Immutable after [`load`]: `predict` takes `&self`, and the model is
+/// `Send + Sync`, so one instance can serve several threads.
+pub struct OnnxModel {
+    card: ModelCard,
+    path: PathBuf,
+    /// One plan per entry of [`PLAN_BATCH_SIZES`], in the same order.
+    plans: Vec<Plan>,
+}
+
+/// Loads the model at `path` and its card `<stem>.card.json`.
+///
+/// Checks, in order: the model file is readable; the card is present and
+/// has `version`, `feature_order`, `sha256` and `cap`; the file's sha256
+/// equals the card's; the feature order equals
+/// [`primetime_core::FEATURE_NAMES`]; the bytes parse as ONNX; the model has
+/// one float32 `[N, 7]` input and one `[N, 1]` output; tract builds a plan
+/// for every batch size.
+pub fn load(path: &Path) -> Result<OnnxModel, LoadError> {
+    // Read once: the bytes hashed are the bytes parsed.
+    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => LoadError::MissingFile {
+            path: path.to_owned(),
+        },
+        _ => LoadError::Io {
+            path: path.to_owned(),
+            source: e,
+        },
+    })?;
+    let card_file = card_path(path);
+    let card = ModelCard::read(&card_file)?;
+
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if actual != card.sha256 {
+        return Err(LoadError::ShaMismatch {
+            path: path.to_owned(),
+            expected: card.sha256,
+            actual,
+        });
+    }
+    card.check_feature_order(&card_file)?;
+
+    let model = tract_onnx::onnx()
+        .model_for_read(&mut bytes.as_slice())
+        .map_err(|e| LoadError::Corrupt {
+            path: path.to_owned(),
+            message: format!("{e:#}"),
+        })?;
+    check_interface(&model).map_err(|message| LoadError::WrongShape {
+        path: path.to_owned(),
+        message,
+    })?;
+
+    let plans = PLAN_BATCH_SIZES
+        .iter()
+        .map(|&batch| build_plan(model.clone(), batch, path))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(OnnxModel {
+        card,
+        path: path.to_owned(),
+        plans,
+    })
+}
+
+/// Checks the interface the ONNX file declares, before tract is told the
+/// input shape (which would otherwise mask a declared `[N, 5]`).
+fn check_interface(model: &InferenceModel) -> Result<(), String> {
+    let n_in = model.input_outlets().map_err(|e| format!("{e:#}"))?.len();
+    let n_out = model.output_outlets().map_err(|e| format!("{e:#}"))?.len();
+    if n_in != 1 || n_out != 1 {
+        return Err(format!("it has {n_in} inputs and {n_out} outputs"));
+    }
+    let input = model.input_fact(0).map_err(|e| format!("{e:#}"))?;
+    check_declared("input", input, FEATURE_COUNT, true)?;
+    let output = model.output_fact(0).map_err(|e| format!("{e:#}"))?;
+    check_declared("output", output, 1, false)
+}
+
+/// A declared fact may leave type and shape unknown; what it does declare
+/// must match float32 `[N, columns]`. Output types are left to the typed
+/// check, as ONNX files may omit or loosen them.
+fn check_declared(
+    what: &str,
+    fact: &InferenceFact,
+    columns: usize,
+    check_type: bool,
+) -> Result<(), String> {
+    let described = || format!("the {what} is declared as {}", describe(fact));
+    if check_type
+        && let Some(dt) = fact.datum_type.concretize()
+        && dt != DatumType::F32
+    {
+        return Err(described());
+    }
+    if let Some(rank) = fact.shape.rank().concretize()
+        && rank != 2
+    {
+        return Err(described());
+    }
+    if let Some(dim) = fact.shape.dim(1).and_then(|d| d.concretize())
+        && let Ok(n) = dim.to_usize()
+        && n != columns
+    {
+        return Err(described());
+    }
+    Ok(())
+}
+
+/// `float32[N, 5]`, with `?` for what the file leaves open.
+fn describe(fact: &InferenceFact) -> String {
+    let dt = fact
+        .datum_type
+        .concretize()
+        .map_or_else(|| "?".to_owned(), |dt| format!("{dt:?}").to_lowercase());
+    let mut dims: Vec<String> = fact
+        .shape
+        .dims()
+        .map(|d| {
+            d.concretize()
+                .map_or_else(|| "?".to_owned(), |d| d.to_string())
+        })
+        .collect();
+    if fact.shape.is_open() {
+        dims.push("..".to_owned());
+    }
+    let dt = dt.replace("f32", "float32");
+    format!("{dt}[{}]", dims.join(", "))
+}
+
+/// Fixes the input to float32 `[batch, 7]`, types and optimises the model,
+/// and checks that the output is float32 `[batch, 1]`.
+fn build_plan(mut model: InferenceModel, batch: usize, path: &Path) -> Result<Plan, LoadError> {
+    let plan_err = |e: TractError| LoadError::Plan {
+        path: path.to_owned(),
+        batch,
+        message: format!("{e:#}"),
+    };
+    model
+        .set_input_fact(
+            0,
+            InferenceFact::dt_shape(f32::datum_type(), [batch, FEATURE_COUNT]),
+        )
+        .map_err(plan_err)?;
+    // The declared output `[N, 1]` names a symbol the fixed input no longer
+    // has; let analysis derive the output instead.
+    model
+        .set_output_fact(0, InferenceFact::default())
+        .map_err(plan_err)?;
+    let typed = model.into_typed().map_err(plan_err)?;
+    let out = typed.output_fact(0).map_err(plan_err)?;
+    if out.datum_type != DatumType::F32 || out.shape.as_concrete() != Some(&[batch, 1][..]) {
+        return Err(LoadError::WrongShape {
+            path: path.to_owned(),
+            message: format!(
+                "for input float32[{batch}, 7] the output is {}[{}]",
+                format!("{:?}", out.datum_type)
+                    .to_lowercase()
+                    .replace("f32", "float32"),
+                out.shape
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
+    }
+    let runnable = typed
+        .into_optimized()
+        .and_then(|m| m.into_runnable())
+        .map_err(plan_err)?;
+    Ok(Plan { batch, runnable })
+}
+
+impl OnnxModel {
+    /// The validated model card.
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    /// The file the model was loaded from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn run(&self, plan: &Plan, rows: &[FeatureRow], out: &mut Vec<f32>) -> TractResult<()> {
+        debug_assert!(!rows.is_empty() && rows.len() <= plan.batch);
+        let mut input = Tensor::zero::<f32>(&[plan.batch, FEATURE_COUNT])?;
+        input.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?[..rows.len() * FEATURE_COUNT]
+            .copy_from_slice(rows.as_flattened());
+        let outputs = plan.runnable.run(tvec!(input.into_tvalue()))?;
+        let output = outputs
+            .first()
+            .ok_or_else(|| TractError::msg("the model returned no output"))?;
+        let values = output.try_as_plain_ram()?.as_slice::<f32>()?;
+        if values.len() != plan.batch {
+            return Err(TractError::msg(format!(
+                "expected {} outputs, the model returned shape {:?}",
+                plan.batch,
+                output.shape()
+            )));
+        }
+        out.extend_from_slice(&values[..rows.len()]);
+        Ok(())
+    }
+}
+
+impl PriceModel for OnnxModel {
+    fn version(&self) -> &str {
+        &self.card.version
+    }
+
+    /// Non-finite outputs are passed through; the policy replaces them per
+    /// row with the fallback formula.
+    fn predict(&self, rows: &[FeatureRow], out: &mut Vec<f32>) -> Result<(), ModelError> {
+        out.clear();
+        out.reserve(rows.len());
+        for chunk in rows.chunks(MAX_BATCH) {
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                let (plan, take, _) = next_run(rest.len());
+                let (part, tail) = rest.split_at(take);
+                self.run(&self.plans[plan], part, out)
+                    .map_err(|e| ModelError {
+                        version: self.card.version.clone(),
+                        message: format!("{e:#}"),
+                    })?;
+                rest = tail;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for OnnxModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OnnxModel")
+            .field("version", &self.card.version)
+            .field("path", &self.path)
+            .field("sha256", &self.card.sha256)
+            .field("plan_batch_sizes", &PLAN_BATCH_SIZES)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Models are shared across engine threads.
+    #[test]
+    fn onnx_model_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<OnnxModel>();
+    }
+
+    /// The plan sizes `predict` runs for a chunk of `n` rows.
+    fn runs(mut n: usize) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        while n > 0 {
+            let (plan, take, _) = next_run(n);
+            assert!(take <= PLAN_BATCH_SIZES[plan] && take > 0);
+            sizes.push(PLAN_BATCH_SIZES[plan]);
+            n -= take;
+        }
+        sizes
+    }
+
+    #[test]
+    fn runs_cover_rows_without_much_padding() {
+        assert_eq!(runs(1), [1]);
+        assert_eq!(runs(5), [8]);
+        assert_eq!(runs(600), [512, 64, 64]);
+        assert_eq!(runs(2100), [512, 512, 512, 512, 64]);
+        assert_eq!(runs(4000), [4096]);
+        assert_eq!(runs(4096), [4096]);
+        for n in 1..=MAX_BATCH {
+            let padded: usize = runs(n).iter().sum();
+            assert!(padded >= n && padded - n <= n.max(64), "{n}: {:?}", runs(n));
+        }
+    }
+
+    #[test]
+    fn batch_sizes_ascend() {
+        assert!(PLAN_BATCH_SIZES.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(PLAN_BATCH_SIZES[0], 1);
+    }
+}
