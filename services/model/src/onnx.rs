@@ -161,23 +161,21 @@ fn check_declared(
     columns: usize,
     check_type: bool,
 ) -> Result<(), String> {
-    let described = || format!("the {what} is declared as {}", describe(fact));
-    if check_type
-        && let Some(dt) = fact.datum_type.concretize()
-        && dt != DatumType::F32
-    {
-        return Err(described());
-    }
-    if let Some(rank) = fact.shape.rank().concretize()
-        && rank != 2
-    {
-        return Err(described());
-    }
-    if let Some(dim) = fact.shape.dim(1).and_then(|d| d.concretize())
-        && let Ok(n) = dim.to_usize()
-        && n != columns
-    {
-        return Err(described());
+    // No let-chains: the workspace's rust-version is 1.85.
+    let wrong_type = check_type
+        && fact
+            .datum_type
+            .concretize()
+            .is_some_and(|dt| dt != DatumType::F32);
+    let wrong_rank = fact.shape.rank().concretize().is_some_and(|rank| rank != 2);
+    let wrong_width = fact
+        .shape
+        .dim(1)
+        .and_then(|d| d.concretize())
+        .and_then(|d| d.to_usize().ok())
+        .is_some_and(|n| n != columns);
+    if wrong_type || wrong_rank || wrong_width {
+        return Err(format!("the {what} is declared as {}", describe(fact)));
     }
     Ok(())
 }
