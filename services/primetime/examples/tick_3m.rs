@@ -11,30 +11,49 @@ use std::time::Instant;
 use h3o::{LatLng, Resolution};
 use primetime_core::record::{Signal, ValidEvent};
 use primetime_core::{
-    CellId, Config, DemandKind, DriverId, DriverStatus, EventKey, EventTime, Policy, PriceModel, Shard, Tick,
-    TickPricer, shard_of,
+    CellId, Config, DemandKind, DriverId, DriverStatus, EventKey, EventTime, Policy, PriceModel,
+    Shard, Tick, TickPricer, shard_of,
 };
 
 fn main() -> anyhow::Result<()> {
-    let path = std::env::args().nth(1).unwrap_or_else(|| "models/primetime-v1.onnx".to_owned());
-    let model: Arc<dyn PriceModel + Send + Sync> = Arc::new(primetime_model::load(std::path::Path::new(&path))?);
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "models/primetime-v1.onnx".to_owned());
+    let model: Arc<dyn PriceModel + Send + Sync> =
+        Arc::new(primetime_model::load(std::path::Path::new(&path))?);
     let config = Config::default();
     let geo = config.geo();
     let centre = LatLng::new(37.7749, -122.4194)?.to_cell(Resolution::Eight);
     let started = Instant::now();
-    let cells: Vec<CellId> =
-        centre.grid_disk::<Vec<_>>(1_000).into_iter().filter_map(|c| CellId::from_u64(u64::from(c))).collect();
+    let cells: Vec<CellId> = centre
+        .grid_disk::<Vec<_>>(1_000)
+        .into_iter()
+        .filter_map(|c| CellId::from_u64(u64::from(c)))
+        .collect();
     let cells = &cells[..3_000_000.min(cells.len())];
     let n = 2;
-    let mut shards: Vec<Shard> = (0..n).map(|_| Shard::new(geo, config.window_params())).collect();
+    let mut shards: Vec<Shard> = (0..n)
+        .map(|_| Shard::new(geo, config.window_params()))
+        .collect();
     // Every cell active: two drivers and three requests in bucket 0, a
     // price check in each of buckets 0..=4.
     let t0 = 1_800_000_000_000i64;
     for (i, &cell) in cells.iter().enumerate() {
         let shard = &mut shards[shard_of(geo.region_of(cell), n)];
-        let ev = |t: i64, signal| ValidEvent { key: EventKey(i as u64), time: EventTime(t), cell, signal };
+        let ev = |t: i64, signal| ValidEvent {
+            key: EventKey(i as u64),
+            time: EventTime(t),
+            cell,
+            signal,
+        };
         for d in 0..2u64 {
-            shard.apply(&ev(t0, Signal::Driver { driver: DriverId(i as u64 * 2 + d), status: DriverStatus::Available }));
+            shard.apply(&ev(
+                t0,
+                Signal::Driver {
+                    driver: DriverId(i as u64 * 2 + d),
+                    status: DriverStatus::Available,
+                },
+            ));
         }
         for r in 0..(3 + i % 7) as i64 {
             shard.apply(&ev(t0 + r * 1_000, Signal::Demand(DemandKind::RideRequest)));
@@ -42,7 +61,11 @@ fn main() -> anyhow::Result<()> {
         shard.apply(&ev(t0 + 1_000, Signal::Demand(DemandKind::PriceCheck)));
     }
     let sizes: Vec<usize> = shards.iter().map(Shard::len).collect();
-    eprintln!("built {} active cells in {:.1} s (shards {sizes:?})", cells.len(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "built {} active cells in {:.1} s (shards {sizes:?})",
+        cells.len(),
+        started.elapsed().as_secs_f64()
+    );
     let tick = Tick(t0 / config.bucket_ms);
     for round in 0..3 {
         let tick = Tick(tick.0 + round);
@@ -66,14 +89,20 @@ fn main() -> anyhow::Result<()> {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("shard thread")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("shard thread"))
+                .collect()
         });
         let decisions: usize = results.iter().map(|r| r.0).sum();
         println!(
             "tick {round}: {} active cells priced in {:.3} s on {n} threads ({decisions} decisions; per shard {:?} s)",
             cells.len(),
             started.elapsed().as_secs_f64(),
-            results.iter().map(|r| (r.1 * 1000.0).round() / 1000.0).collect::<Vec<_>>()
+            results
+                .iter()
+                .map(|r| (r.1 * 1000.0).round() / 1000.0)
+                .collect::<Vec<_>>()
         );
     }
     Ok(())
