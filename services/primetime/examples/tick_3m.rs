@@ -9,6 +9,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use h3o::{LatLng, Resolution};
+
+// The service's allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use primetime_core::record::{Signal, ValidEvent};
 use primetime_core::{
     CellId, Config, DemandKind, DriverId, DriverStatus, EventKey, EventTime, Policy, PriceModel,
