@@ -21,15 +21,8 @@ import sys
 
 import numpy as np
 
-FEATURE_NAMES = [
-    "supply",
-    "requests_1m",
-    "requests_5m",
-    "checks_1m",
-    "supply_ring",
-    "requests_5m_ring",
-    "prev_multiplier",
-]
+# One definition of the feature contract: the trainer's.
+from train import FEATURE_NAMES  # noqa: E402
 ALLOWED_OPS = {"Add", "Log", "Sub", "Mul", "Gemm", "Relu", "Clip"}
 TOLERANCE = 1e-4
 
