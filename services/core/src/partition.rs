@@ -69,6 +69,18 @@ impl PartitionState {
         }
     }
 
+    /// Raises the watermark to at least `wm` (never lowers it): a partition
+    /// that comes back from idle starts from `max(wm_p, service watermark)`
+    /// (DESIGN §3), so none of its records can land in a fired tick. Later
+    /// records behind `wm` are re-timed or rejected as `late` as usual.
+    pub fn raise_watermark(&mut self, wm: Watermark) {
+        if wm == Watermark::MIN || wm <= self.watermark() {
+            return;
+        }
+        let max = wm.0.saturating_add(self.params.max_out_of_orderness_ms);
+        self.max_event = Some(self.max_event.map_or(max, |m| m.max(max)));
+    }
+
     /// The offset of the last record passed to [`Self::admit`] or
     /// [`Self::observe_offset`].
     pub fn last_offset(&self) -> Option<i64> {
@@ -175,6 +187,22 @@ mod tests {
         assert_eq!(p.admit(3, ev("d", 34_999)), Err(Reason::Late));
         assert_eq!(p.watermark(), Watermark(95_000));
         assert_eq!(p.last_offset(), Some(3));
+    }
+
+    #[test]
+    fn raised_watermark_retimes_records_behind_it_and_never_lowers() {
+        let mut p = PartitionState::new(params());
+        p.raise_watermark(Watermark(200_000));
+        assert_eq!(p.watermark(), Watermark(200_000));
+        // Behind the raised watermark, within lateness: re-timed onto it.
+        assert_eq!(
+            p.admit(0, ev("a", 150_000)).unwrap().time,
+            EventTime(200_000)
+        );
+        assert_eq!(p.admit(1, ev("b", 139_999)), Err(Reason::Late));
+        p.raise_watermark(Watermark(100_000));
+        p.raise_watermark(Watermark::MIN);
+        assert_eq!(p.watermark(), Watermark(200_000));
     }
 
     #[test]
