@@ -17,6 +17,50 @@ cargo fmt --all -- --check
 log "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# ------------------------------------------------------------ services
+# Kafka: a Kafka-protocol broker from PyPI (Apache Kafka cannot be installed
+# on these machines), unless PRIMETIME_TEST_KAFKA names a real cluster. The
+# tests fail, not skip, without one.
+NOIDA_VERSION=0.2.3
+started_pids=()
+cleanup() {
+  for pid in "${started_pids[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { # host port seconds
+  python3 - "$@" <<'PY'
+import socket, sys, time
+host, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+end = time.time() + secs
+while time.time() < end:
+    try:
+        socket.create_connection((host, port), 0.5).close(); sys.exit(0)
+    except OSError:
+        time.sleep(0.1)
+sys.exit(1)
+PY
+}
+if [ -z "${PRIMETIME_TEST_KAFKA:-}" ]; then
+  log "kafka: noida-db $NOIDA_VERSION (Kafka-protocol broker)"
+  if ! python3 -m pip show noida-db 2>/dev/null | grep -q "^Version: $NOIDA_VERSION$"; then
+    python3 -m pip install --quiet --disable-pip-version-check "noida-db==$NOIDA_VERSION"
+  fi
+  kafka_dir="$(mktemp -d)"
+  kafka_port="$(free_port)"
+  noida-db start --data-dir "$kafka_dir" --host 127.0.0.1 --only kafka \
+    --kafka-port "$kafka_port" >"$kafka_dir/noida.log" 2>&1 &
+  started_pids+=("$!")
+  if ! wait_port 127.0.0.1 "$kafka_port" 20; then
+    cat "$kafka_dir/noida.log"; echo "noida-db did not start"; exit 1
+  fi
+  export PRIMETIME_TEST_KAFKA="127.0.0.1:$kafka_port"
+fi
+echo "PRIMETIME_TEST_KAFKA=$PRIMETIME_TEST_KAFKA"
+# -------------------------------------------------------- end services
+
 log "tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

@@ -55,10 +55,20 @@ struct ServeArgs {
     /// ONNX model [default: models/primetime-v1.onnx]; "" = the formula.
     #[arg(long, env = "PRIMETIME_MODEL")]
     model: Option<String>,
+    /// Kafka brokers (host:port,…): consume the input topics, publish
+    /// prices and dead letters there instead of running the simulator.
+    #[arg(long, env = "PRIMETIME_KAFKA")]
+    kafka: Option<String>,
+    /// Kafka consumer group [default: primetime].
+    #[arg(long, env = "PRIMETIME_KAFKA_GROUP")]
+    group: Option<String>,
+    /// Create missing Kafka topics at start (prices compacted).
+    #[arg(long, env = "PRIMETIME_CREATE_TOPICS")]
+    create_topics: bool,
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("output").required(true).args(["out", "dataset"])))]
+#[command(group(clap::ArgGroup::new("output").required(true).args(["out", "dataset", "kafka"])))]
 struct SimulateArgs {
     /// Write the event log (length-delimited protobuf) here.
     #[arg(long)]
@@ -67,6 +77,16 @@ struct SimulateArgs {
     /// here instead of a log.
     #[arg(long)]
     dataset: Option<PathBuf>,
+    /// Publish into Kafka (brokers host:port,…): the input topics, keyed
+    /// by region, Kafka timestamp = ingest time.
+    #[arg(long)]
+    kafka: Option<String>,
+    /// With --kafka: records per second (default: as fast as possible).
+    #[arg(long, requires = "kafka")]
+    rate: Option<String>,
+    /// With --kafka: create missing topics first.
+    #[arg(long, requires = "kafka")]
+    create_topics: bool,
     /// Minutes of simulated time.
     #[arg(long, default_value = "30")]
     minutes: String,
@@ -169,6 +189,9 @@ fn serve_config(args: &ServeArgs) -> Result<ServiceConfig, ConfigErrors> {
         sim_speed: parse("sim_speed", &args.sim_speed, &mut problems),
         seed: parse("seed", &args.seed, &mut problems),
         model: args.model.clone(),
+        kafka_brokers: args.kafka.clone(),
+        kafka_group: args.group.clone(),
+        create_topics: args.create_topics,
     };
     load(args.config.as_ref(), overrides, problems)
 }
@@ -253,7 +276,19 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
 fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     let mut problems = Vec::new();
     let minutes: Option<u32> = parse("minutes", &Some(args.minutes.clone()), &mut problems);
-    let base = load(args.config.as_ref(), Overrides::default(), Vec::new())?;
+    let rate: Option<f64> = parse("rate", &args.rate, &mut problems);
+    if rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        problems.push("rate: must be > 0 records per second".to_owned());
+    }
+    let base = load(
+        args.config.as_ref(),
+        Overrides {
+            kafka_brokers: args.kafka.clone(),
+            create_topics: args.create_topics,
+            ..Overrides::default()
+        },
+        Vec::new(),
+    )?;
     let mut sim = base.sim;
     apply_sim_args(&mut sim, &args.sim, &mut problems);
     if let Err(e) = primetime_sim::Simulator::new(sim.clone()) {
@@ -263,6 +298,20 @@ fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         return Err(ConfigErrors(problems).into());
     };
     let started = std::time::Instant::now();
+    if args.kafka.is_some() {
+        if base.kafka.create_topics {
+            crate::kafka::create_topics(&base.kafka)?;
+        }
+        let s = crate::kafka::producer::publish_simulation(&base.kafka, sim, minutes, rate)?;
+        eprintln!(
+            "published {} records ({minutes} simulated minutes) to {} in {:.1} s ({:.0} records/s)",
+            s.records,
+            base.kafka.brokers,
+            s.seconds,
+            s.records as f64 / s.seconds.max(1e-9)
+        );
+        return Ok(());
+    }
     if let Some(path) = &args.dataset {
         let file = std::fs::File::create(path)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;

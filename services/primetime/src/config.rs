@@ -49,6 +49,9 @@ pub struct ServiceConfig {
     pub model: String,
     /// Time model, windows and guardrails (the pricing core).
     pub core: primetime_core::Config,
+    /// Kafka input and output; `brokers` empty (the default) = embedded
+    /// mode.
+    pub kafka: crate::kafka::KafkaConfig,
     /// The embedded city simulator (source when no Kafka is configured).
     /// Default: the simulator's defaults, with a bigger stadium crowd
     /// (4,000 riders) leaving 2 s after start, so a fresh `serve` shows a
@@ -71,6 +74,7 @@ impl Default for ServiceConfig {
             sim_speed: 1.0,
             model: DEFAULT_MODEL.to_owned(),
             core: primetime_core::Config::default(),
+            kafka: crate::kafka::KafkaConfig::default(),
             sim: embedded_sim(),
         }
     }
@@ -99,6 +103,9 @@ pub struct Overrides {
     pub sim_speed: Option<f64>,
     pub seed: Option<u64>,
     pub model: Option<String>,
+    pub kafka_brokers: Option<String>,
+    pub kafka_group: Option<String>,
+    pub create_topics: bool,
 }
 
 impl ServiceConfig {
@@ -125,6 +132,15 @@ impl ServiceConfig {
         }
         if let Some(v) = &overrides.model {
             config.model.clone_from(v);
+        }
+        if let Some(v) = &overrides.kafka_brokers {
+            config.kafka.brokers.clone_from(v);
+        }
+        if let Some(v) = &overrides.kafka_group {
+            config.kafka.group_id.clone_from(v);
+        }
+        if overrides.create_topics {
+            config.kafka.create_topics = true;
         }
         config.validate()?;
         Ok(config)
@@ -192,6 +208,7 @@ impl ServiceConfig {
         if let Err(e) = primetime_sim::Simulator::new(self.sim.clone()) {
             problems.extend(crate::config::sim_problems(&e));
         }
+        problems.extend(self.kafka.problems());
         if problems.is_empty() {
             Ok(())
         } else {

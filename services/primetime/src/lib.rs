@@ -6,6 +6,7 @@
 //! - [`config`]: typed configuration from flags, environment and file;
 //! - [`pipeline`]: source thread → shard actors → tick clock;
 //! - [`inputs`]: pipeline inputs (embedded simulator, event log);
+//! - [`kafka`]: Kafka source, price sink, dead letters, simulator publisher;
 //! - [`dataset`]: the model's training set from the simulator;
 //! - [`table`]: the in-memory price table HTTP reads lock-free;
 //! - [`http`]: the actix-web API;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod dataset;
 pub mod http;
 pub mod inputs;
+pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;

@@ -31,6 +31,12 @@ pub struct Metrics {
     pub mailbox_depth: Vec<AtomicI64>,
     /// Times the source waited on a full shard mailbox.
     pub backpressure_waits: AtomicU64,
+    /// Times the Kafka consumer paused its partitions (backpressure).
+    pub kafka_pauses: AtomicU64,
+    /// Rejected records written to the dead-letter topic.
+    pub dead_letters: AtomicU64,
+    /// Price updates acknowledged by Kafka.
+    pub prices_published: AtomicU64,
     /// 1 when the configured model could not be loaded and the formula
     /// prices (fallback mode).
     model_fallback: AtomicU64,
@@ -52,6 +58,9 @@ impl Metrics {
             model_failures: AtomicU64::new(0),
             mailbox_depth: (0..shards).map(|_| AtomicI64::new(0)).collect(),
             backpressure_waits: AtomicU64::new(0),
+            kafka_pauses: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            prices_published: AtomicU64::new(0),
             model_fallback: AtomicU64::new(0),
         }
     }
@@ -247,6 +256,26 @@ impl Metrics {
             "primetime_backpressure_waits_total {}",
             self.backpressure_waits.load(Relaxed)
         );
+        for (name, help, v) in [
+            (
+                "primetime_kafka_pauses_total",
+                "Times the Kafka consumer paused its partitions for backpressure.",
+                &self.kafka_pauses,
+            ),
+            (
+                "primetime_dead_letters_total",
+                "Rejected records written to the dead-letter topic.",
+                &self.dead_letters,
+            ),
+            (
+                "primetime_prices_published_total",
+                "Price updates acknowledged by Kafka.",
+                &self.prices_published,
+            ),
+        ] {
+            metric(&mut out, name, "counter", help);
+            let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+        }
         out
     }
 }

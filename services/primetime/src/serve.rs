@@ -12,6 +12,7 @@ use primetime_sim::{SimConfig, Simulator};
 use crate::config::ServiceConfig;
 use crate::http::{self, AppState, Limits, wall_clock_ms};
 use crate::inputs::SimInput;
+use crate::kafka::{self, consumer::KafkaSource, producer::DeadLetters, producer::PricePublisher};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineOptions, Sink};
 use crate::table::{ActiveView, PriceTable};
@@ -50,45 +51,60 @@ impl Sink for TableSink {
 }
 
 /// Runs until SIGINT/SIGTERM, then drains: stops HTTP (in-flight requests
-/// finish), stops the source, waits for the pipeline, exits 0.
+/// finish), stops the source, waits for the pipeline, exits 0. A pipeline
+/// that fails (e.g. a fatal Kafka error) stops the service with its error.
 pub fn serve(config: ServiceConfig) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(run(config))
+}
+
+/// What both running modes share.
+#[derive(Clone)]
+struct Parts {
+    model: Arc<dyn primetime_core::PriceModel + Send + Sync>,
+    table: Arc<PriceTable>,
+    active: Arc<ActiveView>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
 }
 
 async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new(config.shards));
     let choice = crate::model::choose(&config.model, config.core.policy.fallback);
     metrics.set_model_fallback(choice.fallback_reason.is_some());
-    let model = choice.model;
-    let table = Arc::new(PriceTable::new(model.version()));
-    let sim = Simulator::new(SimConfig {
-        start_ms: wall_clock_ms(),
-        ..config.sim.clone()
-    })
-    .map_err(|e| anyhow::anyhow!("simulator: {e}"))?;
-    let stadium = sim.stadium_cell();
-    let stop = Arc::new(AtomicBool::new(false));
-    let input = SimInput::new(sim, config.sim_speed, Arc::clone(&stop));
-    let active = Arc::new(ActiveView::new(config.shards));
-    let options = PipelineOptions {
-        shards: config.shards,
-        mailbox: config.mailbox,
-        batch_size: config.batch_size,
-        active: Some(Arc::clone(&active)),
+    let parts = Parts {
+        table: Arc::new(PriceTable::new(choice.model.version())),
+        model: choice.model,
+        active: Arc::new(ActiveView::new(config.shards)),
+        metrics,
+        stop: Arc::new(AtomicBool::new(false)),
     };
-    let pipeline = Pipeline::start(
-        &config.core,
-        &options,
-        model,
-        input,
-        TableSink::new(Arc::clone(&table)),
-        Arc::clone(&metrics),
-    )?;
+    let kafka = config.kafka.enabled();
+    let (runner, mode) = if kafka {
+        let runner = actix_rt::spawn(run_kafka(config.clone(), parts.clone()));
+        (runner, format!("kafka {}", config.kafka.brokers))
+    } else {
+        let (pipeline, stadium) = start_embedded(&config, &parts)?;
+        let runner = actix_rt::spawn(async move {
+            let (source, clock) = pipeline.wait().await?;
+            tracing::info!(
+                records = source.records,
+                ticks = clock.ticks,
+                decisions = clock.decisions,
+                "pipeline stopped"
+            );
+            Ok(())
+        });
+        let mode = format!(
+            "embedded simulator, stadium cell {}",
+            stadium.map_or("-".into(), |c| c.to_string())
+        );
+        (runner, mode)
+    };
 
     let state = AppState {
-        table,
-        active,
-        metrics,
+        table: Arc::clone(&parts.table),
+        active: Arc::clone(&parts.active),
+        metrics: Arc::clone(&parts.metrics),
         geo: config.core.geo(),
         limits: Limits {
             max_body_bytes: config.max_body_bytes,
@@ -110,33 +126,133 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     .shutdown_timeout(5)
     .run();
     let handle = server.handle();
+    let signal_handle = handle.clone();
     actix_rt::spawn(async move {
         shutdown_signal().await;
         tracing::info!("signal received, draining http");
-        handle.stop(true).await;
+        signal_handle.stop(true).await;
     });
     tracing::info!(
         url = %format!("http://{addr}/"),
         shards = config.shards,
         http_workers = config.http_workers,
-        stadium_cell = ?stadium.map(|c| c.to_string()),
-        "primetime serving (embedded simulator, in-memory prices)"
+        mode = %mode,
+        "primetime serving"
     );
-    eprintln!(
-        "primetime: live prices on http://{addr}/ (stadium cell {})",
-        stadium.map_or("-".into(), |c| c.to_string())
-    );
-    server.await.context("http server")?;
+    eprintln!("primetime: live prices on http://{addr}/ ({mode})");
+    let server = actix_rt::spawn(server);
+    let mut runner = runner;
+    let failed = tokio::select! {
+        r = server => {
+            r.context("http server task")?.context("http server")?;
+            None
+        }
+        r = &mut runner => Some(r),
+    };
     tracing::info!("shutting down");
-    stop.store(true, Ordering::Relaxed);
-    let (source, clock) = pipeline.wait().await?;
-    tracing::info!(
-        records = source.records,
-        ticks = clock.ticks,
-        decisions = clock.decisions,
-        "stopped"
-    );
-    Ok(())
+    parts.stop.store(true, Ordering::Relaxed);
+    let result = match failed {
+        Some(r) => {
+            handle.stop(true).await;
+            r
+        }
+        None => runner.await,
+    };
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.context("pipeline failed")),
+        Err(e) => Err(anyhow::anyhow!("pipeline task: {e}")),
+    }
+}
+
+fn pipeline_options(config: &ServiceConfig, parts: &Parts) -> PipelineOptions {
+    PipelineOptions {
+        shards: config.shards,
+        mailbox: config.mailbox,
+        batch_size: config.batch_size,
+        active: Some(Arc::clone(&parts.active)),
+    }
+}
+
+fn start_embedded(
+    config: &ServiceConfig,
+    parts: &Parts,
+) -> anyhow::Result<(Pipeline, Option<primetime_core::CellId>)> {
+    let sim = Simulator::new(SimConfig {
+        start_ms: wall_clock_ms(),
+        ..config.sim.clone()
+    })
+    .map_err(|e| anyhow::anyhow!("simulator: {e}"))?;
+    let stadium = sim.stadium_cell();
+    let input = SimInput::new(sim, config.sim_speed, Arc::clone(&parts.stop));
+    let pipeline = Pipeline::start(
+        &config.core,
+        &pipeline_options(config, parts),
+        Arc::clone(&parts.model),
+        input,
+        TableSink::new(Arc::clone(&parts.table)),
+        Arc::clone(&parts.metrics),
+    )?;
+    Ok((pipeline, stadium))
+}
+
+/// Kafka mode: one pipeline per partition assignment ("epoch"); a
+/// rebalance after records were consumed starts the next epoch from the
+/// committed offsets.
+async fn run_kafka(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
+    let k = config.kafka.clone();
+    let metrics = Arc::clone(&parts.metrics);
+    let stop = Arc::clone(&parts.stop);
+    // Broker round trips at start-up run off the reactor.
+    let (publisher, source) = tokio::task::spawn_blocking(move || {
+        if k.create_topics {
+            kafka::create_topics(&k)?;
+        }
+        let publisher = PricePublisher::start(&k, Arc::clone(&metrics))?;
+        let dead_letters = DeadLetters::new(&k, Arc::clone(&metrics))?;
+        let source = KafkaSource::start(&k, stop, publisher.durable_tick(), dead_letters, metrics)?;
+        Ok::<_, kafka::KafkaError>((publisher, source))
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("kafka start-up task: {e}"))??;
+    let sink = publisher
+        .sink()
+        .ok_or_else(|| anyhow::anyhow!("kafka publisher already stopped"))?;
+    let mut epoch = 0u32;
+    let result = loop {
+        epoch += 1;
+        let pipeline = Pipeline::start(
+            &config.core,
+            &pipeline_options(&config, &parts),
+            Arc::clone(&parts.model),
+            source.input(),
+            (TableSink::new(Arc::clone(&parts.table)), sink.clone()),
+            Arc::clone(&parts.metrics),
+        )?;
+        match pipeline.wait().await {
+            Ok((s, c)) => {
+                tracing::info!(
+                    epoch,
+                    records = s.records,
+                    ticks = c.ticks,
+                    decisions = c.decisions,
+                    "pipeline epoch ended"
+                );
+            }
+            Err(e) => break Err(e),
+        }
+        if parts.stop.load(Ordering::Relaxed) || !source.rebalanced() {
+            break Ok(());
+        }
+    };
+    drop(sink);
+    tokio::task::spawn_blocking(move || {
+        drop(source);
+        publisher.shutdown();
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("kafka shutdown task: {e}"))?;
+    result
 }
 
 /// SIGINT or SIGTERM.

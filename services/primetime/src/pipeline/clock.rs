@@ -31,6 +31,24 @@ pub trait Sink: Send {
     }
 }
 
+/// Both sinks, in order (e.g. the price table, then Kafka).
+impl<A: Sink, B: Sink> Sink for (A, B) {
+    fn publish(
+        &mut self,
+        tick: Tick,
+        tick_end_ms: i64,
+        decisions: &[PriceDecision],
+    ) -> anyhow::Result<()> {
+        self.0.publish(tick, tick_end_ms, decisions)?;
+        self.1.publish(tick, tick_end_ms, decisions)
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        self.0.finish()?;
+        self.1.finish()
+    }
+}
+
 /// Totals of a finished clock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClockSummary {

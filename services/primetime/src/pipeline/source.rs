@@ -9,7 +9,8 @@ use actix::Addr;
 use actix::prelude::SendError;
 use primetime_core::record::ValidEvent;
 use primetime_core::{
-    Config, Geo, IngestTime, PartitionState, Reason, RejectCounts, Validator, Watermark, shard_of,
+    Config, Geo, IngestTime, PartitionState, Reason, RejectCounts, Tick, Validator, Watermark,
+    shard_of,
 };
 use tokio::sync::watch;
 
@@ -42,6 +43,90 @@ pub trait Input: Send {
     /// Appends the next records to `out` (may block while waiting for
     /// data; never for long, so stop requests are seen).
     fn poll(&mut self, out: &mut Vec<InputRecord>) -> anyhow::Result<Poll>;
+
+    /// Live inputs: `partition` is idle or not assigned to this instance,
+    /// so it does not hold back the service watermark (DESIGN §3). Finite
+    /// inputs have no idleness.
+    fn is_idle(&self, _partition: u32) -> bool {
+        false
+    }
+
+    /// The service watermark while *every* partition is idle (live inputs
+    /// follow the wall clock, so surges decay when all input stops);
+    /// `None` holds the watermark where it is.
+    fn idle_watermark(&self) -> Option<Watermark> {
+        None
+    }
+
+    /// A record rejected for any reason but `duplicate` (dead letters).
+    fn dead_letter(
+        &mut self,
+        _record: &InputRecord,
+        _reason: Reason,
+        _detail: &str,
+    ) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// The newest tick whose decisions are durably published; `None` for
+    /// inputs that commit nothing.
+    fn durable_tick(&self) -> Option<Tick> {
+        None
+    }
+
+    /// Per partition, the offset of the first record whose effects are not
+    /// yet in a durably published tick (the next offset to read after a
+    /// restart). Called after [`Self::durable_tick`] advanced.
+    fn commit(&mut self, _offsets: &[(u32, i64)]) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Per partition: which consumed records are in a durably published tick.
+///
+/// An accepted record's effective time never exceeds the partition's
+/// maximum event time right after it, and that maximum only grows; so
+/// every record before the first one whose running maximum lies in a bucket
+/// after tick `k` is covered by tick `k`. `marks` holds, per bucket the
+/// maximum entered, the offset where it did: one entry per bucket, so
+/// tracking costs one comparison per record. Conservative (a record with a
+/// future-skewed time delays commits by a few ticks), never loses data.
+#[derive(Debug, Default)]
+struct CommitTracker {
+    max_bucket: Option<i64>,
+    marks: std::collections::VecDeque<(i64, i64)>,
+    next_offset: Option<i64>,
+    committed: Option<i64>,
+}
+
+impl CommitTracker {
+    fn consumed(&mut self, offset: i64) {
+        self.next_offset = Some(offset.saturating_add(1));
+    }
+
+    fn accepted(&mut self, offset: i64, bucket: i64) {
+        if self.max_bucket.is_none_or(|m| bucket > m) {
+            self.max_bucket = Some(bucket);
+            self.marks.push_back((bucket, offset));
+        }
+    }
+
+    /// The new commit offset after tick `durable` was published, if it
+    /// moved.
+    fn advance(&mut self, durable: Tick) -> Option<i64> {
+        while self.marks.front().is_some_and(|&(b, _)| b <= durable.0) {
+            self.marks.pop_front();
+        }
+        let offset = match self.marks.front() {
+            Some(&(_, o)) => o,
+            None => self.next_offset?,
+        };
+        if self.committed.is_some_and(|c| c >= offset) {
+            return None;
+        }
+        self.committed = Some(offset);
+        Some(offset)
+    }
 }
 
 /// The clock's view of the source.
@@ -112,9 +197,14 @@ impl Source {
 
     /// Runs until the input ends (or fails, or the shards stop).
     pub(super) fn run<I: Input>(mut self, mut input: I) -> anyhow::Result<SourceSummary> {
-        let mut partitions: Vec<PartitionState> = (0..input.partitions())
+        let n = input.partitions();
+        let mut partitions: Vec<PartitionState> = (0..n)
             .map(|_| PartitionState::new(self.partition_params))
             .collect();
+        let mut commits: Vec<CommitTracker> = (0..n).map(|_| CommitTracker::default()).collect();
+        let mut was_idle = vec![false; n as usize];
+        let mut committed_tick: Option<Tick> = None;
+        let mut offsets = Vec::new();
         let mut records = Vec::new();
         loop {
             records.clear();
@@ -125,15 +215,33 @@ impl Source {
             }
             for r in &records {
                 self.summary.records += 1;
-                let Some(p) = partitions.get_mut(r.partition as usize) else {
+                let pi = r.partition as usize;
+                let (Some(p), Some(c)) = (partitions.get_mut(pi), commits.get_mut(pi)) else {
                     anyhow::bail!(
                         "input record from partition {} outside 0..{}",
                         r.partition,
                         input.partitions()
                     );
                 };
+                if was_idle[pi] {
+                    // Back from idle: start from the service watermark, so
+                    // nothing lands in a tick that already fired.
+                    p.raise_watermark(self.progress.watermark);
+                    was_idle[pi] = false;
+                }
+                c.consumed(r.offset);
                 match self.admit(p, r) {
                     Ok(event) => {
+                        // The partition's maximum event time (watermark +
+                        // out-of-orderness) bounds this event's effective time.
+                        let max = p
+                            .watermark()
+                            .0
+                            .saturating_add(self.partition_params.max_out_of_orderness_ms);
+                        c.accepted(
+                            r.offset,
+                            primetime_core::time::bucket_of(max, self.bucket_ms),
+                        );
                         self.summary.accepted += 1;
                         self.metrics.accepted.fetch_add(1, Relaxed);
                         let b = primetime_core::time::bucket_of(event.time.0, self.bucket_ms);
@@ -145,9 +253,12 @@ impl Source {
                             self.flush(shard)?;
                         }
                     }
-                    Err(reason) => {
+                    Err((reason, detail)) => {
                         self.summary.rejected.add(reason);
                         self.metrics.reject(reason);
+                        if reason != Reason::Duplicate {
+                            input.dead_letter(r, reason, &detail)?;
+                        }
                     }
                 }
             }
@@ -159,17 +270,40 @@ impl Source {
             self.progress.watermark = if poll == Poll::End {
                 Watermark::MAX
             } else {
-                partitions
-                    .iter()
-                    .map(PartitionState::watermark)
-                    .min()
-                    .unwrap_or(Watermark::MIN)
+                let mut live = None::<Watermark>;
+                for (i, p) in partitions.iter().enumerate() {
+                    let idle = input.is_idle(i as u32);
+                    was_idle[i] = idle;
+                    if !idle {
+                        live = Some(live.map_or(p.watermark(), |w| w.min(p.watermark())));
+                    }
+                }
+                // The service watermark never goes back (a partition coming
+                // back from idle is raised to it instead).
+                match live.or_else(|| input.idle_watermark()) {
+                    Some(w) => w.max(self.progress.watermark),
+                    None => self.progress.watermark,
+                }
             };
             self.progress.finished = poll == Poll::End;
             self.metrics
                 .watermark_ms
                 .store(self.progress.watermark.0, Relaxed);
             self.progress_tx.send_replace(self.progress);
+            if let Some(durable) = input.durable_tick() {
+                if committed_tick.is_none_or(|t| durable > t) {
+                    committed_tick = Some(durable);
+                    offsets.clear();
+                    for (i, c) in commits.iter_mut().enumerate() {
+                        if let Some(o) = c.advance(durable) {
+                            offsets.push((i as u32, o));
+                        }
+                    }
+                    if !offsets.is_empty() {
+                        input.commit(&offsets)?;
+                    }
+                }
+            }
             if poll == Poll::End {
                 tracing::info!(
                     records = self.summary.records,
@@ -181,23 +315,29 @@ impl Source {
         }
     }
 
-    fn admit(&self, p: &mut PartitionState, r: &InputRecord) -> Result<ValidEvent, Reason> {
+    /// Decodes, validates and admits one record; a rejection comes with a
+    /// detail for the dead letter (the decoder's error for malformed ones).
+    fn admit(
+        &self,
+        p: &mut PartitionState,
+        r: &InputRecord,
+    ) -> Result<ValidEvent, (Reason, String)> {
         let record = match primetime_proto::decode(r.topic, &r.payload) {
             Ok(record) => record,
             Err(e) => {
                 tracing::debug!(partition = r.partition, offset = r.offset, error = %e, "malformed record");
                 p.observe_offset(r.offset);
-                return Err(Reason::Malformed);
+                return Err((Reason::Malformed, e.to_string()));
             }
         };
         match self
             .validator
             .validate(IngestTime(r.ingest_time_ms), &record)
         {
-            Ok(event) => p.admit(r.offset, event),
+            Ok(event) => p.admit(r.offset, event).map_err(|r| (r, String::new())),
             Err(reason) => {
                 p.observe_offset(r.offset);
-                Err(reason)
+                Err((reason, String::new()))
             }
         }
     }

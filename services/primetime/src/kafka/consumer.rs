@@ -1,0 +1,583 @@
+//! The Kafka source: a polling thread owns the group consumer; the
+//! pipeline's source thread reads typed events from a bounded channel.
+//!
+//! - Records carry their Kafka timestamp as ingest time (DESIGN §3).
+//! - Backpressure: when the channel is full (the source is blocked on full
+//!   shard mailboxes), the consumer pauses every assigned partition and
+//!   keeps polling (heartbeats, rebalances) until there is room.
+//! - Idleness: a partition is idle when it delivered no record for
+//!   `idle_timeout` of wall time during which the consumer was not paused,
+//!   or when it is not assigned here. Idle flags travel with the records,
+//!   so the source sees them in order.
+//! - Rebalances: an assignment change before any record was consumed just
+//!   updates the assignment. After records were consumed, the source stops
+//!   (an "epoch" ends) and `serve` starts a fresh pipeline from the
+//!   committed offsets for the new assignment.
+//! - Commits: the source hands over offsets that are safe (their effects
+//!   are in a durably published tick); the polling thread commits them.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use primetime_core::{Reason, Tick, Watermark};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::producer::DeadLetters;
+use super::{KafkaConfig, KafkaError, PartitionMap};
+use crate::metrics::Metrics;
+use crate::pipeline::{Input, InputRecord, Poll};
+
+/// What the polling thread tells the source.
+#[derive(Debug)]
+enum KafkaEvent {
+    /// Records in partition order, and every partition's idle flag after
+    /// them.
+    Records {
+        records: Vec<InputRecord>,
+        idle: Vec<bool>,
+    },
+    /// The new assignment (pipeline partition numbers).
+    Assigned(Vec<u32>),
+    /// Partitions taken away.
+    Revoked(Vec<u32>),
+    /// The consumer failed for good.
+    Fatal(String),
+}
+
+/// Rebalance callbacks run inside `poll` on the polling thread; they only
+/// queue what happened.
+#[derive(Default)]
+struct GroupContext {
+    rebalances: Mutex<Vec<RebalanceNote>>,
+}
+
+/// `assigned` (else revoked) and the (topic, partition)s concerned.
+type RebalanceNote = (bool, Vec<(String, i32)>);
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let (assigned, list) = match rebalance {
+            Rebalance::Assign(tpl) => (true, tpl),
+            Rebalance::Revoke(tpl) => (false, tpl),
+            Rebalance::Error(e) => {
+                tracing::warn!(error = %e, "rebalance error");
+                return;
+            }
+        };
+        let parts = list
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        match self.rebalances.lock() {
+            Ok(mut q) => q.push((assigned, parts)),
+            Err(p) => p.into_inner().push((assigned, parts)),
+        }
+    }
+
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+    }
+}
+
+/// State shared by the polling thread and every epoch's [`KafkaInput`].
+struct Shared {
+    map: PartitionMap,
+    events_rx: Mutex<Receiver<KafkaEvent>>,
+    commits: Mutex<Vec<(u32, i64)>>,
+    stop: Arc<AtomicBool>,
+    /// The current assignment, as of the last event the source read.
+    assigned: Mutex<Vec<bool>>,
+    rebalanced: AtomicBool,
+    idle_timeout: Duration,
+    durable_tick: Arc<AtomicI64>,
+    dead_letters: Mutex<DeadLetters>,
+}
+
+/// The running consumer: its polling thread and what each pipeline epoch
+/// needs to read from it.
+pub struct KafkaSource {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KafkaSource {
+    /// Joins the group and starts polling. `durable_tick` is the newest
+    /// tick the price sink has durably published (`i64::MIN`: none).
+    pub fn start(
+        config: &KafkaConfig,
+        stop: Arc<AtomicBool>,
+        durable_tick: Arc<AtomicI64>,
+        dead_letters: DeadLetters,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, KafkaError> {
+        let mut cc = config.client_config();
+        cc.set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("partition.assignment.strategy", "range")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer<GroupContext> =
+            cc.create_with_context(GroupContext::default())?;
+        let map = PartitionMap::discover(&consumer, &config.topics)?;
+        consumer.subscribe(&[&map.driver_locations, &map.demand])?;
+        let (events_tx, events_rx) = mpsc::sync_channel(config.channel_batches);
+        let n = map.total() as usize;
+        let shared = Arc::new(Shared {
+            map: map.clone(),
+            events_rx: Mutex::new(events_rx),
+            commits: Mutex::new(Vec::new()),
+            stop: Arc::clone(&stop),
+            assigned: Mutex::new(vec![false; n]),
+            rebalanced: AtomicBool::new(false),
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            durable_tick,
+            dead_letters: Mutex::new(dead_letters),
+        });
+        let poller = Poller {
+            consumer,
+            map,
+            events_tx,
+            shared: Arc::clone(&shared),
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            quiet: vec![Duration::ZERO; n],
+            assigned: vec![false; n],
+            metrics,
+        };
+        let thread = std::thread::Builder::new()
+            .name("primetime-kafka-poll".into())
+            .spawn(move || poller.run())
+            .map_err(|error| KafkaError::Io {
+                what: "starting the polling thread",
+                error,
+            })?;
+        tracing::info!(partitions = n, group = %config.group_id, "kafka consumer started");
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn partition_map(&self) -> &PartitionMap {
+        &self.shared.map
+    }
+
+    /// The input for the next pipeline epoch.
+    pub fn input(&self) -> KafkaInput {
+        self.shared.rebalanced.store(false, Ordering::SeqCst);
+        let idle = self
+            .shared
+            .assigned
+            .lock()
+            .map(|a| a.iter().map(|x| !x).collect())
+            .unwrap_or_default();
+        KafkaInput {
+            shared: Arc::clone(&self.shared),
+            idle,
+            consumed: false,
+            ingest_clock: None,
+        }
+    }
+
+    /// The last epoch ended because the assignment changed.
+    pub fn rebalanced(&self) -> bool {
+        self.shared.rebalanced.load(Ordering::SeqCst)
+    }
+
+    /// Currently assigned pipeline partitions.
+    pub fn assignment(&self) -> Vec<u32> {
+        self.shared
+            .assigned
+            .lock()
+            .map(|a| {
+                a.iter()
+                    .enumerate()
+                    .filter(|(_, x)| **x)
+                    .map(|(i, _)| i as u32)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Poller {
+    consumer: BaseConsumer<GroupContext>,
+    map: PartitionMap,
+    events_tx: SyncSender<KafkaEvent>,
+    shared: Arc<Shared>,
+    idle_timeout: Duration,
+    /// Unpaused wall time since each partition's last record.
+    quiet: Vec<Duration>,
+    assigned: Vec<bool>,
+    metrics: Arc<Metrics>,
+}
+
+/// Records per channel message.
+const BATCH: usize = 4096;
+
+impl Poller {
+    fn run(mut self) {
+        let mut batch: Vec<InputRecord> = Vec::with_capacity(BATCH);
+        let mut last_idle = vec![true; self.quiet.len()];
+        let mut last = Instant::now();
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            self.commit_pending();
+            let msg = self.consumer.poll(Duration::from_millis(20));
+            let now = Instant::now();
+            let elapsed = now - last;
+            last = now;
+            for q in &mut self.quiet {
+                *q += elapsed;
+            }
+            match msg {
+                Some(Ok(m)) => {
+                    if let Some(r) = to_record(&self.map, &m) {
+                        self.quiet[r.partition as usize] = Duration::ZERO;
+                        batch.push(r);
+                    }
+                    // Drain what is already fetched without waiting.
+                    while batch.len() < BATCH {
+                        match self.consumer.poll(Duration::ZERO) {
+                            Some(Ok(m)) => {
+                                if let Some(r) = to_record(&self.map, &m) {
+                                    self.quiet[r.partition as usize] = Duration::ZERO;
+                                    batch.push(r);
+                                }
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "kafka poll error");
+                                break;
+                            }
+                            None => break,
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    if is_fatal(&e) {
+                        let _ = self.events_tx.send(KafkaEvent::Fatal(e.to_string()));
+                        return;
+                    }
+                    tracing::warn!(error = %e, "kafka poll error");
+                }
+                None => {}
+            }
+            // Rebalances: flush records first so order is kept.
+            let rebalances = self.shared_context_rebalances().unwrap_or_default();
+            let idle: Vec<bool> = (0..self.quiet.len())
+                .map(|i| !self.assigned[i] || self.quiet[i] >= self.idle_timeout)
+                .collect();
+            if !batch.is_empty() || idle != last_idle {
+                let event = KafkaEvent::Records {
+                    records: std::mem::replace(&mut batch, Vec::with_capacity(BATCH)),
+                    idle: idle.clone(),
+                };
+                if !self.send(event) {
+                    return;
+                }
+                last_idle = idle;
+            }
+            for (assigned, parts) in rebalances {
+                let indices: Vec<u32> = parts
+                    .iter()
+                    .filter_map(|(t, p)| self.map.index(t, *p))
+                    .collect();
+                for &i in &indices {
+                    self.assigned[i as usize] = assigned;
+                    self.quiet[i as usize] = Duration::ZERO;
+                }
+                tracing::info!(assigned, partitions = ?indices, "rebalance");
+                let event = if assigned {
+                    KafkaEvent::Assigned(indices)
+                } else {
+                    KafkaEvent::Revoked(indices)
+                };
+                if !self.send(event) {
+                    return;
+                }
+            }
+        }
+        // The last commit waits for the broker's answer.
+        self.commit_pending_mode(CommitMode::Sync);
+    }
+
+    fn shared_context_rebalances(&self) -> Option<Vec<RebalanceNote>> {
+        let ctx = self.consumer.context();
+        let mut q = ctx.rebalances.lock().ok()?;
+        Some(std::mem::take(&mut *q))
+    }
+
+    /// Sends, pausing every assigned partition while the channel is full.
+    /// Returns false when the source is gone or a stop was requested.
+    fn send(&mut self, mut event: KafkaEvent) -> bool {
+        let mut paused: Option<TopicPartitionList> = None;
+        let result = loop {
+            match self.events_tx.try_send(event) {
+                Ok(()) => break true,
+                Err(TrySendError::Disconnected(_)) => break false,
+                Err(TrySendError::Full(e)) => {
+                    event = e;
+                    if self.shared.stop.load(Ordering::Relaxed) {
+                        break false;
+                    }
+                    if paused.is_none() {
+                        if let Ok(tpl) = self.consumer.assignment() {
+                            if let Err(e) = self.consumer.pause(&tpl) {
+                                tracing::warn!(error = %e, "cannot pause partitions");
+                            }
+                            self.metrics
+                                .kafka_pauses
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            paused = Some(tpl);
+                        }
+                    }
+                    // Keep the group session alive; paused partitions
+                    // deliver nothing. Anything fetched before the pause
+                    // took effect is kept for the next batch.
+                    self.commit_pending();
+                    if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(10)) {
+                        if let (Some(r), KafkaEvent::Records { records, .. }) =
+                            (to_record(&self.map, &m), &mut event)
+                        {
+                            records.push(r);
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(tpl) = paused {
+            if let Err(e) = self.consumer.resume(&tpl) {
+                tracing::warn!(error = %e, "cannot resume partitions");
+            }
+        }
+        result
+    }
+
+    fn commit_pending(&mut self) {
+        self.commit_pending_mode(CommitMode::Async);
+    }
+
+    fn commit_pending_mode(&mut self, mode: CommitMode) {
+        let pending = match self.shared.commits.lock() {
+            Ok(mut c) => std::mem::take(&mut *c),
+            Err(_) => return,
+        };
+        if pending.is_empty() {
+            return;
+        }
+        // Newest offset per partition (a list may not repeat one).
+        let pending: std::collections::BTreeMap<u32, i64> =
+            pending
+                .into_iter()
+                .fold(std::collections::BTreeMap::new(), |mut m, (i, o)| {
+                    let e = m.entry(i).or_insert(o);
+                    *e = (*e).max(o);
+                    m
+                });
+        let mut tpl = TopicPartitionList::new();
+        for (index, offset) in pending {
+            let (topic, _, partition) = self.map.source(index);
+            if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+                tracing::warn!(error = %e, "bad commit offset");
+            }
+        }
+        if let Err(e) = self.consumer.commit(&tpl, mode) {
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+    }
+}
+
+/// A consumed message as a pipeline record (`None`: not an input topic).
+/// The Kafka timestamp is the ingest time; a record without one gets the
+/// wall clock at consumption.
+fn to_record(map: &PartitionMap, m: &rdkafka::message::BorrowedMessage<'_>) -> Option<InputRecord> {
+    let index = map.index(m.topic(), m.partition())?;
+    let (_, topic, _) = map.source(index);
+    Some(InputRecord {
+        partition: index,
+        offset: m.offset(),
+        ingest_time_ms: m.timestamp().to_millis().unwrap_or_else(wall_ms),
+        topic,
+        payload: m.payload().unwrap_or_default().to_vec(),
+    })
+}
+
+fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::Fatal | C::Authentication | C::GroupAuthorizationFailed)
+    )
+}
+
+fn wall_ms() -> i64 {
+    crate::http::wall_clock_ms()
+}
+
+/// One pipeline epoch's view of the consumer ([`Input`]).
+pub struct KafkaInput {
+    shared: Arc<Shared>,
+    idle: Vec<bool>,
+    /// Any record read in this epoch (an assignment change then ends it).
+    consumed: bool,
+    /// Newest ingest time read, and when.
+    ingest_clock: Option<(i64, Instant)>,
+}
+
+impl KafkaInput {
+    fn set_assigned(&self, parts: &[u32], value: bool) {
+        if let Ok(mut a) = self.shared.assigned.lock() {
+            for &p in parts {
+                if let Some(x) = a.get_mut(p as usize) {
+                    *x = value;
+                }
+            }
+        }
+    }
+
+    fn end_epoch(&self) -> Poll {
+        tracing::info!("partition assignment changed: restarting the pipeline");
+        self.shared.rebalanced.store(true, Ordering::SeqCst);
+        Poll::Stop
+    }
+}
+
+impl Input for KafkaInput {
+    fn partitions(&self) -> u32 {
+        self.shared.map.total()
+    }
+
+    fn poll(&mut self, out: &mut Vec<InputRecord>) -> anyhow::Result<Poll> {
+        if self.shared.stop.load(Ordering::Relaxed) {
+            return Ok(Poll::Stop);
+        }
+        let event = {
+            let rx = self
+                .shared
+                .events_rx
+                .lock()
+                .map_err(|_| anyhow::anyhow!("kafka channel poisoned"))?;
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => return Ok(Poll::More),
+                Err(RecvTimeoutError::Disconnected) => {
+                    if self.shared.stop.load(Ordering::Relaxed) {
+                        return Ok(Poll::Stop);
+                    }
+                    anyhow::bail!("kafka polling thread stopped")
+                }
+            }
+        };
+        match event {
+            KafkaEvent::Records { records, idle } => {
+                self.consumed |= !records.is_empty();
+                if let Some(max) = records.iter().map(|r| r.ingest_time_ms).max() {
+                    if self.ingest_clock.is_none_or(|(m, _)| max > m) {
+                        self.ingest_clock = Some((max, Instant::now()));
+                    }
+                }
+                out.extend(records);
+                self.idle = idle;
+                Ok(Poll::More)
+            }
+            KafkaEvent::Assigned(parts) => {
+                self.set_assigned(&parts, true);
+                for &p in &parts {
+                    if let Some(x) = self.idle.get_mut(p as usize) {
+                        *x = false;
+                    }
+                }
+                if self.consumed {
+                    return Ok(self.end_epoch());
+                }
+                Ok(Poll::More)
+            }
+            KafkaEvent::Revoked(parts) => {
+                self.set_assigned(&parts, false);
+                for &p in &parts {
+                    if let Some(x) = self.idle.get_mut(p as usize) {
+                        *x = true;
+                    }
+                }
+                if self.consumed {
+                    return Ok(self.end_epoch());
+                }
+                Ok(Poll::More)
+            }
+            KafkaEvent::Fatal(e) => anyhow::bail!("kafka consumer failed: {e}"),
+        }
+    }
+
+    fn is_idle(&self, partition: u32) -> bool {
+        self.idle.get(partition as usize).copied().unwrap_or(true)
+    }
+
+    /// The ingest clock, run on by the wall clock: the newest ingest time
+    /// seen plus the wall time since it arrived, minus the idle timeout.
+    /// Live, that is `wall − idle_timeout`; on a backlog it starts from the
+    /// backlog's own time, so old records are never made late by a
+    /// wall-clock jump. `None` before the first record (hold).
+    fn idle_watermark(&self) -> Option<Watermark> {
+        let (max, at) = self.ingest_clock?;
+        let timeout = i64::try_from(self.shared.idle_timeout.as_millis()).unwrap_or(i64::MAX);
+        let since = i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX);
+        Some(Watermark(max.saturating_add(since).saturating_sub(timeout)))
+    }
+
+    fn dead_letter(
+        &mut self,
+        record: &InputRecord,
+        reason: Reason,
+        detail: &str,
+    ) -> anyhow::Result<()> {
+        let (topic, _, partition) = self.shared.map.source(record.partition);
+        let mut dl = self
+            .shared
+            .dead_letters
+            .lock()
+            .map_err(|_| anyhow::anyhow!("dead-letter producer poisoned"))?;
+        dl.send(topic, partition, record, reason, detail)?;
+        Ok(())
+    }
+
+    fn durable_tick(&self) -> Option<Tick> {
+        match self.shared.durable_tick.load(Ordering::Acquire) {
+            i64::MIN => None,
+            t => Some(Tick(t)),
+        }
+    }
+
+    fn commit(&mut self, offsets: &[(u32, i64)]) -> anyhow::Result<()> {
+        // Dead letters of the committed records must be delivered first.
+        self.shared
+            .dead_letters
+            .lock()
+            .map_err(|_| anyhow::anyhow!("dead-letter producer poisoned"))?
+            .flush()?;
+        let mut c = self
+            .shared
+            .commits
+            .lock()
+            .map_err(|_| anyhow::anyhow!("commit queue poisoned"))?;
+        c.extend_from_slice(offsets);
+        Ok(())
+    }
+}
