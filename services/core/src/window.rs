@@ -86,16 +86,38 @@ impl Bucket {
     }
 }
 
+/// No slot: a neighbour that is not active in this shard.
+const NO_SLOT: u32 = u32::MAX;
+
 #[derive(Debug, Clone)]
 struct CellState {
+    id: CellId,
     /// Buckets with at least one event, ascending by index, none older than
     /// the long window at the last tick.
     buckets: VecDeque<Bucket>,
     neighbours: Neighbours,
-    /// As of the last fired tick.
-    summary: Summary,
+    /// The slot in [`Shard::cells`] of each neighbour active in this shard
+    /// (same order as `neighbours`), [`NO_SLOT`] for the others. Kept up to
+    /// date as cells come and go, so a tick reads its neighbours' summaries
+    /// without a hash lookup.
+    links: [u32; 6],
     /// Stats of the tick being fired (between `close_tick` and `commit`).
     pending: OwnStats,
+}
+
+impl CellState {
+    fn set_link(&mut self, neighbour: CellId, slot: u32) {
+        // H3 adjacency is symmetric, so `neighbour` lists this cell too;
+        // `position` finds nothing only if that ever failed to hold.
+        if let Some(j) = self
+            .neighbours
+            .as_slice()
+            .iter()
+            .position(|&n| n == neighbour)
+        {
+            self.links[j] = slot;
+        }
+    }
 }
 
 /// One feature row of a tick, with what the policy needs besides features.
@@ -110,11 +132,20 @@ pub struct TickRow {
 }
 
 /// The cells of a set of regions and their windows.
+///
+/// Cells live in dense slots (`cells[i]`, `summaries[i]`) found by id
+/// through `index`; each cell keeps its neighbours' slots, so the feature
+/// rows of a tick read neighbours by slot (mostly nearby memory) instead of
+/// six hash lookups per cell into a map of millions.
 #[derive(Debug, Clone)]
 pub struct Shard {
     params: WindowParams,
     geo: Geo,
-    cells: FxHashMap<CellId, CellState>,
+    index: FxHashMap<CellId, u32>,
+    cells: Vec<CellState>,
+    /// As of the last fired tick, parallel to `cells` (kept apart: the
+    /// neighbour reads of a tick touch only these 12 bytes per cell).
+    summaries: Vec<Summary>,
     scratch: Vec<DriverId>,
 }
 
@@ -123,7 +154,9 @@ impl Shard {
         Self {
             params,
             geo,
-            cells: FxHashMap::default(),
+            index: FxHashMap::default(),
+            cells: Vec::new(),
+            summaries: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -139,16 +172,19 @@ impl Shard {
 
     /// The active cells, in no particular order.
     pub fn cell_ids(&self) -> impl Iterator<Item = CellId> + '_ {
-        self.cells.keys().copied()
+        self.cells.iter().map(|c| c.id)
+    }
+
+    fn slot(&self, cell: CellId) -> Option<usize> {
+        self.index.get(&cell).map(|&s| s as usize)
     }
 
     /// Loads the cell's state, its newest bucket and that bucket's newest
     /// driver, so a later [`Self::apply`] finds them in cache. Returns what
     /// it read.
     pub fn touch(&self, cell: CellId) -> u64 {
-        self.cells
-            .get(&cell)
-            .and_then(|c| c.buckets.back())
+        self.slot(cell)
+            .and_then(|s| self.cells[s].buckets.back())
             .map_or(0, |b| b.drivers.last().map_or(b.index as u64, |d| d.0))
     }
 
@@ -161,14 +197,67 @@ impl Shard {
     {
         self.cells
             .iter()
-            .filter(|(_, c)| c.neighbours.as_slice().iter().any(|&n| foreign(n)))
-            .map(|(&id, c)| (id, c.summary))
+            .zip(&self.summaries)
+            .filter(|(c, _)| {
+                // A neighbour active here is ours; only the others can be
+                // foreign.
+                c.neighbours
+                    .as_slice()
+                    .iter()
+                    .zip(&c.links)
+                    .any(|(&n, &l)| l == NO_SLOT && foreign(n))
+            })
+            .map(|(c, s)| (c.id, *s))
             .collect()
     }
 
     /// The cell's state as of the last fired tick, `None` if not active.
     pub fn summary(&self, cell: CellId) -> Option<Summary> {
-        self.cells.get(&cell).map(|c| c.summary)
+        self.slot(cell).map(|s| self.summaries[s])
+    }
+
+    /// A new active cell in the last slot, linked with its active
+    /// neighbours.
+    fn insert(&mut self, id: CellId) -> usize {
+        let slot = self.cells.len();
+        let slot_u32 = u32::try_from(slot).unwrap_or(NO_SLOT - 1);
+        let neighbours = self.geo.neighbours(id);
+        let mut links = [NO_SLOT; 6];
+        for (link, n) in links.iter_mut().zip(neighbours.as_slice()) {
+            if let Some(&t) = self.index.get(n) {
+                *link = t;
+                self.cells[t as usize].set_link(id, slot_u32);
+            }
+        }
+        self.index.insert(id, slot_u32);
+        self.cells.push(CellState {
+            id,
+            buckets: VecDeque::new(),
+            neighbours,
+            links,
+            pending: OwnStats::default(),
+        });
+        self.summaries.push(Summary::default());
+        slot
+    }
+
+    /// Removes the cell in `slot`; the last cell moves into it.
+    fn remove(&mut self, slot: usize) {
+        let (id, links) = (self.cells[slot].id, self.cells[slot].links);
+        for &t in links.iter().filter(|&&t| t != NO_SLOT) {
+            self.cells[t as usize].set_link(id, NO_SLOT);
+        }
+        self.index.remove(&id);
+        self.cells.swap_remove(slot);
+        self.summaries.swap_remove(slot);
+        if let Some(moved) = self.cells.get(slot) {
+            let (id, links) = (moved.id, moved.links);
+            let slot_u32 = slot as u32;
+            self.index.insert(id, slot_u32);
+            for &t in links.iter().filter(|&&t| t != NO_SLOT) {
+                self.cells[t as usize].set_link(id, slot_u32);
+            }
+        }
     }
 
     /// Adds an admitted event (with its effective, possibly re-timed time).
@@ -183,13 +272,11 @@ impl Shard {
             Signal::Driver { .. } => return,
             Signal::Demand(_) => None,
         };
-        let geo = &self.geo;
-        let cell = self.cells.entry(event.cell).or_insert_with(|| CellState {
-            buckets: VecDeque::new(),
-            neighbours: geo.neighbours(event.cell),
-            summary: Summary::default(),
-            pending: OwnStats::default(),
-        });
+        let slot = match self.slot(event.cell) {
+            Some(s) => s,
+            None => self.insert(event.cell),
+        };
+        let cell = &mut self.cells[slot];
         let index = bucket_of(event.time.0, self.params.bucket_ms);
         let bucket = bucket_mut(&mut cell.buckets, index);
         match (event.signal, driver) {
@@ -204,7 +291,7 @@ impl Shard {
     pub fn close_tick(&mut self, tick: Tick) {
         let p = self.params;
         let k = tick.0;
-        for cell in self.cells.values_mut() {
+        for cell in &mut self.cells {
             while cell
                 .buckets
                 .front()
@@ -264,14 +351,15 @@ impl Shard {
         F: Fn(CellId) -> Option<Summary>,
     {
         out.reserve(self.cells.len());
-        for (&id, cell) in &self.cells {
+        let summaries = &self.summaries[..];
+        for (cell, own) in self.cells.iter().zip(summaries) {
             let mut supply_ring = 0u32;
             let mut requests_ring = 0u32;
             let mut mult_sum = 0u32;
             let ns = cell.neighbours.as_slice();
-            for &n in ns {
-                let s = match self.cells.get(&n) {
-                    Some(c) => c.summary,
+            for (&n, &link) in ns.iter().zip(&cell.links) {
+                let s = match summaries.get(link as usize) {
+                    Some(s) => *s,
                     None => lookup(n).unwrap_or_default(),
                 };
                 supply_ring += s.supply;
@@ -283,9 +371,9 @@ impl Shard {
             } else {
                 f64::from(mult_sum) / 20.0 / ns.len() as f64
             };
-            let prev = cell.summary.multiplier;
+            let prev = own.multiplier;
             out.push(TickRow {
-                cell: id,
+                cell: cell.id,
                 features: Features {
                     supply: cell.pending.supply,
                     requests_1m: cell.pending.requests_1m,
@@ -309,20 +397,37 @@ impl Shard {
     where
         I: IntoIterator<Item = (CellId, Multiplier)>,
     {
+        // `results` usually follows the order of `feature_rows` (slot
+        // order): look a few slots ahead before falling back to the index.
+        const SCAN: usize = 16;
+        let mut next = 0;
         for (cell, m) in results {
-            if let Some(c) = self.cells.get_mut(&cell) {
-                c.summary.multiplier = m;
+            let end = self.cells.len().min(next + SCAN);
+            let found = self.cells[next.min(end)..end]
+                .iter()
+                .position(|c| c.id == cell)
+                .map(|i| next + i)
+                .or_else(|| self.slot(cell));
+            if let Some(slot) = found {
+                self.summaries[slot].multiplier = m;
+                next = slot + 1;
             }
         }
         let horizon = tick.0 + 1 - self.params.long_buckets;
-        self.cells.retain(|_, c| {
-            c.summary.supply = c.pending.supply;
-            c.summary.requests_5m = c.pending.requests_5m;
+        // Backwards, so that the cell `remove` moves into a slot has been
+        // visited already.
+        for slot in (0..self.cells.len()).rev() {
+            let c = &mut self.cells[slot];
+            let summary = &mut self.summaries[slot];
+            summary.supply = c.pending.supply;
+            summary.requests_5m = c.pending.requests_5m;
             while c.buckets.front().is_some_and(|b| b.index <= horizon) {
                 c.buckets.pop_front();
             }
-            !(c.buckets.is_empty() && c.summary == Summary::default())
-        });
+            if c.buckets.is_empty() && *summary == Summary::default() {
+                self.remove(slot);
+            }
+        }
     }
 }
 
@@ -371,6 +476,7 @@ mod tests {
     }
 
     fn tick(shard: &mut Shard, k: i64) -> Vec<TickRow> {
+        shard.check_links();
         shard.close_tick(Tick(k));
         let mut rows = Vec::new();
         shard.feature_rows(|_| None, &mut rows);
@@ -431,6 +537,55 @@ mod tests {
         assert_eq!(at36.requests_5m, 1);
         tick(&mut shard, 37);
         assert!(shard.is_empty(), "idle cell at 1.0 is evicted");
+    }
+
+    impl Shard {
+        /// Every link points at the slot of that neighbour, or is empty
+        /// exactly when the neighbour is not active here; the index agrees
+        /// with the slots.
+        fn check_links(&self) {
+            assert_eq!(self.index.len(), self.cells.len());
+            assert_eq!(self.summaries.len(), self.cells.len());
+            for (i, c) in self.cells.iter().enumerate() {
+                assert_eq!(self.slot(c.id), Some(i));
+                for (&n, &l) in c.neighbours.as_slice().iter().zip(&c.links) {
+                    assert_eq!(self.slot(n).map(|s| s as u32).unwrap_or(NO_SLOT), l);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn links_follow_insertions_and_evictions() {
+        let geo = Geo::new(8, 5).unwrap();
+        let centre = geo.cell_of(37.77, -122.42).unwrap();
+        let mut disk: Vec<CellId> = centre
+            .index()
+            .grid_disk::<Vec<_>>(6)
+            .into_iter()
+            .filter_map(|c| CellId::from_u64(u64::from(c)))
+            .collect();
+        // A pentagon (five neighbours) and its neighbourhood too.
+        let pentagon = h3o::Resolution::Eight.pentagons().next().unwrap();
+        disk.extend(
+            pentagon
+                .grid_disk::<Vec<_>>(2)
+                .into_iter()
+                .filter_map(|c| CellId::from_u64(u64::from(c))),
+        );
+        let mut shard = Shard::new(geo, params());
+        // Cells come at different times, so they leave at different ticks.
+        for (i, &cell) in disk.iter().enumerate() {
+            let t = (i % 5) as i64 * 10_000;
+            shard.apply(&ev(cell, t, Signal::Demand(DemandKind::RideRequest)));
+            shard.check_links();
+        }
+        assert_eq!(shard.len(), disk.len());
+        for k in 0..40 {
+            tick(&mut shard, k);
+        }
+        shard.check_links();
+        assert!(shard.is_empty());
     }
 
     #[test]
