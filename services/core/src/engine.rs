@@ -449,14 +449,32 @@ impl TickPricer {
         self.input.clear();
         self.input.extend(rows.iter().map(|r| r.features.to_row()));
         let ok = matches!(model.predict(&self.input, &mut self.raw), Ok(()) if self.raw.len() == self.input.len());
-        let mut changed = Vec::new();
+        let raw = |j: usize| ok.then(|| f64::from(self.raw[j]));
+        // Two passes: the first only counts the changed cells, so that
+        // `out` and `changed` grow once, to their exact size (growing by
+        // doubling copied and page-faulted hundreds of MB on big ticks);
+        // the second decides the changed rows again (`decide` is pure) and
+        // builds their decisions.
+        let changes = rows
+            .iter()
+            .enumerate()
+            .filter(|&(j, row)| {
+                self.policy
+                    .decide(&row.features, raw(j), row.neighbour_multiplier, row.prev)
+                    .multiplier
+                    != row.prev
+            })
+            .count();
+        let mut changed = Vec::with_capacity(changes);
+        out.reserve(changes);
         for (j, row) in rows.iter().enumerate() {
-            let raw = ok.then(|| f64::from(self.raw[j]));
             let v = self
                 .policy
-                .decide(&row.features, raw, row.neighbour_multiplier, row.prev);
+                .decide(&row.features, raw(j), row.neighbour_multiplier, row.prev);
             if v.multiplier != row.prev {
                 changed.push((row.cell, v.multiplier));
+                let mut guardrails = Vec::with_capacity(v.adjustments.len());
+                guardrails.extend(v.adjustments.iter());
                 out.push(PriceDecision {
                     cell: row.cell,
                     tick,
@@ -467,7 +485,7 @@ impl TickPricer {
                         raw: v.raw,
                         fallback: v.fallback,
                         previous: row.prev,
-                        guardrails: v.adjustments.iter().collect(),
+                        guardrails,
                     },
                 });
             }

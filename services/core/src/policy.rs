@@ -233,6 +233,15 @@ impl Adjustments {
         self.items[..self.len].iter().flatten().copied()
     }
 
+    /// Number of adjustments recorded.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn contains(&self, g: Guardrail) -> bool {
         self.iter().any(|a| a.guardrail == g)
     }
