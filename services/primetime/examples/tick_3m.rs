@@ -4,7 +4,12 @@
 //! model (`models/primetime-v1.onnx`), guardrails, commit.
 //!
 //! Run: `cargo run --release -p primetime --example tick_3m`
+//!
+//! With `TICK_3M_DIGEST=1` it also prints, outside the timed part, a digest
+//! of each tick's decisions (sorted by cell, serialised as JSON), to check
+//! that an optimisation changes no decision.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,8 +21,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use primetime_core::record::{Signal, ValidEvent};
 use primetime_core::{
-    CellId, Config, DemandKind, DriverId, DriverStatus, EventKey, EventTime, Policy, PriceModel,
-    Shard, Tick, TickPricer, shard_of,
+    CellId, Config, DemandKind, DriverId, DriverStatus, EventKey, EventTime, Policy, PriceDecision,
+    PriceModel, Shard, Tick, TickPricer, shard_of,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -71,11 +76,14 @@ fn main() -> anyhow::Result<()> {
         cells.len(),
         started.elapsed().as_secs_f64()
     );
+    let digest = std::env::var_os("TICK_3M_DIGEST").is_some();
     let tick = Tick(t0 / config.bucket_ms);
     for round in 0..3 {
         let tick = Tick(tick.0 + round);
         let started = Instant::now();
-        let results: Vec<(usize, f64)> = std::thread::scope(|scope| {
+        // (decisions kept for the digest, their count, shard time)
+        type ShardResult = (Option<Vec<PriceDecision>>, usize, f64);
+        let results: Vec<ShardResult> = std::thread::scope(|scope| {
             let handles: Vec<_> = shards
                 .iter_mut()
                 .map(|shard| {
@@ -90,7 +98,10 @@ fn main() -> anyhow::Result<()> {
                         let mut decisions = Vec::new();
                         let priced = pricer.price(model.as_ref(), tick, &rows, &mut decisions);
                         shard.commit(tick, priced.changed);
-                        (decisions.len(), t.elapsed().as_secs_f64())
+                        let elapsed = t.elapsed().as_secs_f64();
+                        // Dropped here (timed, as before) unless digesting.
+                        let n = decisions.len();
+                        (digest.then_some(decisions), n, elapsed)
                     })
                 })
                 .collect();
@@ -99,16 +110,27 @@ fn main() -> anyhow::Result<()> {
                 .map(|h| h.join().expect("shard thread"))
                 .collect()
         });
-        let decisions: usize = results.iter().map(|r| r.0).sum();
+        let elapsed = started.elapsed().as_secs_f64();
+        let decisions: usize = results.iter().map(|r| r.1).sum();
         println!(
             "tick {round}: {} active cells priced in {:.3} s on {n} threads ({decisions} decisions; per shard {:?} s)",
             cells.len(),
-            started.elapsed().as_secs_f64(),
+            elapsed,
             results
                 .iter()
-                .map(|r| (r.1 * 1000.0).round() / 1000.0)
+                .map(|r| (r.2 * 1000.0).round() / 1000.0)
                 .collect::<Vec<_>>()
         );
+        if digest {
+            let mut all: Vec<&PriceDecision> =
+                results.iter().flat_map(|r| r.0.iter().flatten()).collect();
+            all.sort_unstable_by_key(|d| d.cell);
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for d in all {
+                serde_json::to_vec(d)?.hash(&mut h);
+            }
+            println!("tick {round}: digest {:016x}", h.finish());
+        }
     }
     Ok(())
 }
