@@ -21,6 +21,7 @@ struct Topics {
     demand: String,
     prices: String,
     dlq: String,
+    stats: String,
 }
 
 impl Topics {
@@ -31,13 +32,21 @@ impl Topics {
             demand: format!("{p}.demand"),
             prices: format!("{p}.prices"),
             dlq: format!("{p}.dlq"),
+            stats: format!("{p}.cell-stats"),
         }
     }
 }
 
 /// A service config for these topics: a small noisy city whose `minutes`
-/// end 30 s ago (a backlog the service catches up on), 1.5 s idle timeout.
-fn write_config(dir: &Path, brokers: &str, topics: &Topics, group: &str, minutes: u32) -> PathBuf {
+/// end 30 s ago (a backlog the service catches up on).
+fn write_config(
+    dir: &Path,
+    brokers: &str,
+    topics: &Topics,
+    group: &str,
+    minutes: u32,
+    idle_timeout_ms: u64,
+) -> PathBuf {
     let start_ms =
         (primetime::http::wall_clock_ms() - i64::from(minutes) * 60_000 - 30_000) / 1000 * 1000;
     let text = format!(
@@ -45,7 +54,7 @@ fn write_config(dir: &Path, brokers: &str, topics: &Topics, group: &str, minutes
 [kafka]
 brokers = "{brokers}"
 group_id = "{group}"
-idle_timeout_ms = 1500
+idle_timeout_ms = {idle_timeout_ms}
 session_timeout_ms = 6000
 input_partitions = {PARTITIONS}
 prices_partitions = 2
@@ -54,6 +63,7 @@ driver_locations = "{}"
 demand = "{}"
 prices = "{}"
 dlq = "{}"
+cell_stats = "{}"
 [sim]
 start_ms = {start_ms}
 drivers = 800
@@ -71,7 +81,7 @@ starts_after_ms = 60000
 duration_ms = 240000
 riders = 3000
 "#,
-        topics.drivers, topics.demand, topics.prices, topics.dlq
+        topics.drivers, topics.demand, topics.prices, topics.dlq, topics.stats
     );
     let path = dir.join("primetime.toml");
     std::fs::write(&path, text).expect("write config");
@@ -233,14 +243,51 @@ fn dead_letters(
     out
 }
 
-#[test]
-fn prices_and_dead_letters_equal_the_reference_engine() {
+/// Runs `instances` services in one group on a published noisy log and
+/// checks prices, dead letters and commits against the reference engine.
+/// With several instances, they join the group before the data arrives.
+fn scenario(instances: usize) {
     let broker = Broker::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let topics = Topics::new();
     let group = unique("e2e-group");
     let minutes = 8;
-    let config = write_config(dir.path(), &broker.addr, &topics, &group, minutes);
+    // Several instances join before the data arrives, so their partitions
+    // start out empty: a long idle timeout keeps them from going idle
+    // before the first records (idleness is the one place where arrival
+    // timing may change results, DESIGN §3).
+    let idle_timeout_ms = if instances > 1 { 20_000 } else { 1_500 };
+    let config = write_config(
+        dir.path(),
+        &broker.addr,
+        &topics,
+        &group,
+        minutes,
+        idle_timeout_ms,
+    );
+    let mut services = Vec::new();
+    if instances > 1 {
+        for i in 0..instances {
+            let log = dir.path().join(format!("service-{i}.log"));
+            services.push(Service::start(&config, &log, &["--create-topics"]));
+        }
+        let all = 2 * PARTITIONS as i64;
+        let joined = eventually(Duration::from_secs(60), || {
+            let counts: Vec<i64> = services
+                .iter()
+                .map(|s| assigned_partitions(s).unwrap_or(-1))
+                .collect();
+            (counts.iter().all(|&n| n > 0) && counts.iter().sum::<i64>() == all).then_some(counts)
+        });
+        let logs: Vec<String> = services.iter().map(Service::log_text).collect();
+        let counts = joined.unwrap_or_else(|| {
+            panic!(
+                "instances did not split the partitions; logs:\n{}",
+                logs.join("\n---\n")
+            )
+        });
+        eprintln!("{instances} instances own {counts:?} partitions");
+    }
     publish(&broker, &config, minutes);
 
     let inputs: Vec<(String, Vec<Record>)> = [&topics.drivers, &topics.demand]
@@ -248,6 +295,19 @@ fn prices_and_dead_letters_equal_the_reference_engine() {
         .map(|t| ((*t).clone(), read_topic(&broker.addr, t)))
         .collect();
     let total: usize = inputs.iter().map(|(_, r)| r.len()).sum();
+    // Keyed by region, partitioned like the Java client: what instances rely
+    // on to know who owns a region.
+    for (_, records) in &inputs {
+        for r in records {
+            let key = r.key.as_deref().expect("keyed by region");
+            assert_eq!(
+                primetime::kafka::partition_for_key(key, PARTITIONS as u32),
+                r.partition as u32,
+                "murmur2 partition of key {:?}",
+                String::from_utf8_lossy(key)
+            );
+        }
+    }
     assert!(total > 100_000, "only {total} records published");
     let expected = reference(&config, &topics, &inputs);
     eprintln!(
@@ -266,7 +326,20 @@ fn prices_and_dead_letters_equal_the_reference_engine() {
         "the reference run has no surge"
     );
 
-    let mut service = Service::start(&config, &dir.path().join("service.log"), &[]);
+    if instances == 1 {
+        services.push(Service::start(
+            &config,
+            &dir.path().join("service.log"),
+            &[],
+        ));
+    }
+    let logs = |services: &[Service]| -> String {
+        services
+            .iter()
+            .map(Service::log_text)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
 
     // Offsets: every record is in a durably published tick once the
     // watermark passed the data, so they are committed to the end.
@@ -297,13 +370,31 @@ fn prices_and_dead_letters_equal_the_reference_engine() {
         done.is_some(),
         "committed offsets {:?} != ends {ends:?} after 120 s; log:\n{}",
         commits(),
-        service.log_text()
+        logs(&services)
     );
 
     let got: BTreeMap<_, _> = published(&broker, &topics.prices)
         .into_iter()
         .filter(|((_, tick), _)| *tick <= expected.last_data_tick)
         .collect();
+    let differing: Vec<_> = expected
+        .decisions
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .chain(
+            got.keys()
+                .filter(|k| !expected.decisions.contains_key(*k))
+                .cloned(),
+        )
+        .take(6)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} service vs {} engine decisions; first differing (cell, tick): {differing:?}",
+        got.len(),
+        expected.decisions.len()
+    );
     assert_eq!(
         got.len(),
         expected.decisions.len(),
@@ -323,10 +414,31 @@ fn prices_and_dead_letters_equal_the_reference_engine() {
         dead.len()
     );
 
-    let status = service.terminate();
-    assert!(
-        status.success(),
-        "exit status {status}; log:\n{}",
-        service.log_text()
-    );
+    for service in &mut services {
+        let status = service.terminate();
+        assert!(
+            status.success(),
+            "exit status {status}; log:\n{}",
+            service.log_text()
+        );
+    }
+}
+
+fn assigned_partitions(service: &Service) -> Option<i64> {
+    let (status, body) = service.get("/v1/status")?;
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+    v["kafka_assigned_partitions"].as_i64()
+}
+
+#[test]
+fn prices_and_dead_letters_equal_the_reference_engine() {
+    scenario(1);
+}
+
+#[test]
+fn two_instances_in_one_group_price_like_one() {
+    scenario(2);
 }

@@ -4,10 +4,11 @@
 use std::error::Error;
 
 const PROTO_ROOT: &str = "../../proto";
-const FILES: [&str; 3] = [
+const FILES: [&str; 4] = [
     "primetime/v1/events.proto",
     "primetime/v1/prices.proto",
     "primetime/v1/log.proto",
+    "primetime/v1/cell_stats.proto",
 ];
 
 fn main() -> Result<(), Box<dyn Error>> {

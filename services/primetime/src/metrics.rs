@@ -37,6 +37,8 @@ pub struct Metrics {
     pub dead_letters: AtomicU64,
     /// Price updates acknowledged by Kafka.
     pub prices_published: AtomicU64,
+    /// Kafka input partitions owned by this instance (−1: not on Kafka).
+    pub assigned_partitions: AtomicI64,
     /// 1 when the configured model could not be loaded and the formula
     /// prices (fallback mode).
     model_fallback: AtomicU64,
@@ -61,6 +63,7 @@ impl Metrics {
             kafka_pauses: AtomicU64::new(0),
             dead_letters: AtomicU64::new(0),
             prices_published: AtomicU64::new(0),
+            assigned_partitions: AtomicI64::new(-1),
             model_fallback: AtomicU64::new(0),
         }
     }
@@ -276,6 +279,17 @@ impl Metrics {
             metric(&mut out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", v.load(Relaxed));
         }
+        metric(
+            &mut out,
+            "primetime_kafka_assigned_partitions",
+            "gauge",
+            "Kafka input partitions owned by this instance (-1: not on Kafka).",
+        );
+        let _ = writeln!(
+            out,
+            "primetime_kafka_assigned_partitions {}",
+            self.assigned_partitions.load(Relaxed)
+        );
         out
     }
 }

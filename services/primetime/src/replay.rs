@@ -109,6 +109,7 @@ where
         mailbox: config.mailbox,
         batch_size: config.batch_size,
         active: None,
+        exchange: None,
     };
     let metrics = Arc::new(Metrics::new(config.shards));
     let core = config.core.clone();

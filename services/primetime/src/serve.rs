@@ -12,6 +12,7 @@ use primetime_sim::{SimConfig, Simulator};
 use crate::config::ServiceConfig;
 use crate::http::{self, AppState, Limits, wall_clock_ms};
 use crate::inputs::SimInput;
+use crate::kafka::exchange::KafkaExchange;
 use crate::kafka::{self, consumer::KafkaSource, producer::DeadLetters, producer::PricePublisher};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineOptions, Sink};
@@ -171,6 +172,7 @@ fn pipeline_options(config: &ServiceConfig, parts: &Parts) -> PipelineOptions {
         mailbox: config.mailbox,
         batch_size: config.batch_size,
         active: Some(Arc::clone(&parts.active)),
+        exchange: None,
     }
 }
 
@@ -204,14 +206,16 @@ async fn run_kafka(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
     let metrics = Arc::clone(&parts.metrics);
     let stop = Arc::clone(&parts.stop);
     // Broker round trips at start-up run off the reactor.
-    let (publisher, source) = tokio::task::spawn_blocking(move || {
+    let (publisher, source, exchange) = tokio::task::spawn_blocking(move || {
         if k.create_topics {
             kafka::create_topics(&k)?;
         }
         let publisher = PricePublisher::start(&k, Arc::clone(&metrics))?;
         let dead_letters = DeadLetters::new(&k, Arc::clone(&metrics))?;
         let source = KafkaSource::start(&k, stop, publisher.durable_tick(), dead_letters, metrics)?;
-        Ok::<_, kafka::KafkaError>((publisher, source))
+        let exchange =
+            KafkaExchange::start(&k, source.partition_map().per_topic, source.assignment())?;
+        Ok::<_, kafka::KafkaError>((publisher, source, Arc::new(exchange)))
     })
     .await
     .map_err(|e| anyhow::anyhow!("kafka start-up task: {e}"))??;
@@ -221,9 +225,14 @@ async fn run_kafka(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
     let mut epoch = 0u32;
     let result = loop {
         epoch += 1;
+        exchange.set_epoch(epoch);
+        let options = PipelineOptions {
+            exchange: Some(Arc::clone(&exchange) as Arc<dyn crate::pipeline::BoundaryExchange>),
+            ..pipeline_options(&config, &parts)
+        };
         let pipeline = Pipeline::start(
             &config.core,
-            &pipeline_options(&config, &parts),
+            &options,
             Arc::clone(&parts.model),
             source.input(),
             (TableSink::new(Arc::clone(&parts.table)), sink.clone()),
@@ -247,6 +256,7 @@ async fn run_kafka(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
     };
     drop(sink);
     tokio::task::spawn_blocking(move || {
+        exchange.shutdown();
         drop(source);
         publisher.shutdown();
     })

@@ -366,6 +366,11 @@ pub async fn service_status(state: web::Data<AppState>) -> HttpResponse {
         "active_cells": m.active_cells.load(std::sync::atomic::Ordering::Relaxed),
         "model_fallback": m.model_fallback(),
         "priced_cells": state.table.len(),
+        "kafka_assigned_partitions": match m.assigned_partitions.load(std::sync::atomic::Ordering::Relaxed) {
+            n if n < 0 => Value::Null,
+            n => json!(n),
+        },
+        "ticks_fired": m.ticks_fired.load(std::sync::atomic::Ordering::Relaxed),
     }))
 }
 

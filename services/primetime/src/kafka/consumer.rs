@@ -6,8 +6,10 @@
 //!   shard mailboxes), the consumer pauses every assigned partition and
 //!   keeps polling (heartbeats, rebalances) until there is room.
 //! - Idleness: a partition is idle when it delivered no record for
-//!   `idle_timeout` of wall time during which the consumer was not paused,
-//!   or when it is not assigned here. Idle flags travel with the records,
+//!   `idle_timeout` of wall time during which the consumer was not paused
+//!   *and* it is at the end of its log (high watermark = next offset), or
+//!   when it is not assigned here. A partition with a backlog is never
+//!   idle, however slow the fetches. Idle flags travel with the records,
 //!   so the source sees them in order.
 //! - Rebalances: an assignment change before any record was consumed just
 //!   updates the assignment. After records were consumed, the source stops
@@ -88,6 +90,48 @@ impl ConsumerContext for GroupContext {
     }
 }
 
+/// The partitions (pipeline numbering) this instance owns, as of the last
+/// rebalance event the source read.
+#[derive(Debug, Clone)]
+pub struct Assignment(Arc<Mutex<Vec<bool>>>);
+
+impl Assignment {
+    pub fn flags(&self) -> Vec<bool> {
+        match self.0.lock() {
+            Ok(a) => a.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn owned(&self) -> Vec<u32> {
+        self.flags()
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| **x)
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    pub fn is_owned(&self, partition: u32) -> bool {
+        self.0
+            .lock()
+            .map(|a| a.get(partition as usize).copied().unwrap_or(false))
+            .unwrap_or(false)
+    }
+
+    fn set(&self, parts: &[u32], value: bool) {
+        let mut a = match self.0.lock() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        };
+        for &p in parts {
+            if let Some(x) = a.get_mut(p as usize) {
+                *x = value;
+            }
+        }
+    }
+}
+
 /// State shared by the polling thread and every epoch's [`KafkaInput`].
 struct Shared {
     map: PartitionMap,
@@ -95,11 +139,12 @@ struct Shared {
     commits: Mutex<Vec<(u32, i64)>>,
     stop: Arc<AtomicBool>,
     /// The current assignment, as of the last event the source read.
-    assigned: Mutex<Vec<bool>>,
+    assigned: Assignment,
     rebalanced: AtomicBool,
     idle_timeout: Duration,
     durable_tick: Arc<AtomicI64>,
     dead_letters: Mutex<DeadLetters>,
+    metrics: Arc<Metrics>,
 }
 
 /// The running consumer: its polling thread and what each pipeline epoch
@@ -138,11 +183,12 @@ impl KafkaSource {
             events_rx: Mutex::new(events_rx),
             commits: Mutex::new(Vec::new()),
             stop: Arc::clone(&stop),
-            assigned: Mutex::new(vec![false; n]),
+            assigned: Assignment(Arc::new(Mutex::new(vec![false; n]))),
             rebalanced: AtomicBool::new(false),
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
             durable_tick,
             dead_letters: Mutex::new(dead_letters),
+            metrics: Arc::clone(&metrics),
         });
         let poller = Poller {
             consumer,
@@ -151,6 +197,8 @@ impl KafkaSource {
             shared: Arc::clone(&shared),
             idle_timeout: Duration::from_millis(config.idle_timeout_ms),
             quiet: vec![Duration::ZERO; n],
+            next_offset: vec![None; n],
+            caught_up: vec![false; n],
             assigned: vec![false; n],
             metrics,
         };
@@ -175,12 +223,7 @@ impl KafkaSource {
     /// The input for the next pipeline epoch.
     pub fn input(&self) -> KafkaInput {
         self.shared.rebalanced.store(false, Ordering::SeqCst);
-        let idle = self
-            .shared
-            .assigned
-            .lock()
-            .map(|a| a.iter().map(|x| !x).collect())
-            .unwrap_or_default();
+        let idle = self.shared.assigned.flags().iter().map(|x| !x).collect();
         KafkaInput {
             shared: Arc::clone(&self.shared),
             idle,
@@ -194,19 +237,9 @@ impl KafkaSource {
         self.shared.rebalanced.load(Ordering::SeqCst)
     }
 
-    /// Currently assigned pipeline partitions.
-    pub fn assignment(&self) -> Vec<u32> {
-        self.shared
-            .assigned
-            .lock()
-            .map(|a| {
-                a.iter()
-                    .enumerate()
-                    .filter(|(_, x)| **x)
-                    .map(|(i, _)| i as u32)
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// The partitions this instance owns (shared, kept current).
+    pub fn assignment(&self) -> Assignment {
+        self.shared.assigned.clone()
     }
 }
 
@@ -227,6 +260,10 @@ struct Poller {
     idle_timeout: Duration,
     /// Unpaused wall time since each partition's last record.
     quiet: Vec<Duration>,
+    /// Offset after the last record delivered, per partition.
+    next_offset: Vec<Option<i64>>,
+    /// Confirmed at the end of the log since the last record.
+    caught_up: Vec<bool>,
     assigned: Vec<bool>,
     metrics: Arc<Metrics>,
 }
@@ -251,7 +288,7 @@ impl Poller {
             match msg {
                 Some(Ok(m)) => {
                     if let Some(r) = to_record(&self.map, &m) {
-                        self.quiet[r.partition as usize] = Duration::ZERO;
+                        self.delivered(&r);
                         batch.push(r);
                     }
                     // Drain what is already fetched without waiting.
@@ -259,7 +296,7 @@ impl Poller {
                         match self.consumer.poll(Duration::ZERO) {
                             Some(Ok(m)) => {
                                 if let Some(r) = to_record(&self.map, &m) {
-                                    self.quiet[r.partition as usize] = Duration::ZERO;
+                                    self.delivered(&r);
                                     batch.push(r);
                                 }
                             }
@@ -282,8 +319,21 @@ impl Poller {
             }
             // Rebalances: flush records first so order is kept.
             let rebalances = self.shared_context_rebalances().unwrap_or_default();
+            for i in 0..self.quiet.len() {
+                if self.assigned[i] && self.quiet[i] >= self.idle_timeout && !self.caught_up[i] {
+                    // Quiet, but is it at the end of its log? A partition
+                    // with a backlog is never idle.
+                    if self.at_end(i as u32) {
+                        self.caught_up[i] = true;
+                    } else {
+                        self.quiet[i] = Duration::ZERO;
+                    }
+                }
+            }
             let idle: Vec<bool> = (0..self.quiet.len())
-                .map(|i| !self.assigned[i] || self.quiet[i] >= self.idle_timeout)
+                .map(|i| {
+                    !self.assigned[i] || (self.quiet[i] >= self.idle_timeout && self.caught_up[i])
+                })
                 .collect();
             if !batch.is_empty() || idle != last_idle {
                 let event = KafkaEvent::Records {
@@ -303,6 +353,9 @@ impl Poller {
                 for &i in &indices {
                     self.assigned[i as usize] = assigned;
                     self.quiet[i as usize] = Duration::ZERO;
+                    self.caught_up[i as usize] = false;
+                    // Consumption restarts from the committed offset.
+                    self.next_offset[i as usize] = None;
                 }
                 tracing::info!(assigned, partitions = ?indices, "rebalance");
                 let event = if assigned {
@@ -317,6 +370,43 @@ impl Poller {
         }
         // The last commit waits for the broker's answer.
         self.commit_pending_mode(CommitMode::Sync);
+    }
+
+    fn delivered(&mut self, r: &InputRecord) {
+        let i = r.partition as usize;
+        self.quiet[i] = Duration::ZERO;
+        self.caught_up[i] = false;
+        self.next_offset[i] = Some(r.offset + 1);
+    }
+
+    /// Whether partition `index` has nothing left to deliver: its high
+    /// watermark is at the offset after the last delivered record (or, with
+    /// none delivered yet, at the group's committed offset or the log
+    /// start). A broker round trip, made at most once per idle timeout per
+    /// quiet partition.
+    fn at_end(&self, index: u32) -> bool {
+        let (topic, _, partition) = self.map.source(index);
+        let Ok((low, high)) =
+            self.consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(5))
+        else {
+            return false;
+        };
+        if high <= low {
+            return true;
+        }
+        if let Some(next) = self.next_offset[index as usize] {
+            return next >= high;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, partition);
+        match self.consumer.committed_offsets(tpl, Duration::from_secs(5)) {
+            Ok(c) => matches!(
+                c.find_partition(topic, partition).map(|e| e.offset()),
+                Some(Offset::Offset(o)) if o >= high
+            ),
+            Err(_) => false,
+        }
     }
 
     fn shared_context_rebalances(&self) -> Option<Vec<RebalanceNote>> {
@@ -444,13 +534,11 @@ pub struct KafkaInput {
 
 impl KafkaInput {
     fn set_assigned(&self, parts: &[u32], value: bool) {
-        if let Ok(mut a) = self.shared.assigned.lock() {
-            for &p in parts {
-                if let Some(x) = a.get_mut(p as usize) {
-                    *x = value;
-                }
-            }
-        }
+        self.shared.assigned.set(parts, value);
+        self.shared
+            .metrics
+            .assigned_partitions
+            .store(self.shared.assigned.owned().len() as i64, Ordering::Relaxed);
     }
 
     fn end_epoch(&self) -> Poll {

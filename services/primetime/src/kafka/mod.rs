@@ -5,6 +5,8 @@
 //!   events over a bounded channel ([`consumer::KafkaInput`]). Offsets are
 //!   committed only for records whose effects are in a durably published
 //!   tick.
+//! - [`exchange`]: boundary-cell stats between instances of one group
+//!   over the cell-stats topic ([`exchange::KafkaExchange`]).
 //! - [`producer`]: the prices topic (idempotent producer on its own thread,
 //!   [`producer::KafkaSink`]), dead letters, and the simulator publisher
 //!   behind `primetime simulate --kafka`.
@@ -12,10 +14,15 @@
 //! Topic layout: the two input topics are keyed by region and must have the
 //! same partition count, so that the range assignor hands partition `i` of
 //! both to the same instance (a region's supply and demand meet in one
-//! process). Pipeline partition numbers are `topic_index × P + partition`
+//! process). Input records must be keyed by their region's H3 index (hex
+//! string at `region_resolution`) and partitioned with Kafka's default
+//! (Java) murmur2 partitioner, so every instance can tell which partition —
+//! and so which instance — owns a region ([`partition_for_key`]). Pipeline
+//! partition numbers are `topic_index × P + partition`
 //! with driver locations first.
 
 pub mod consumer;
+pub mod exchange;
 pub mod producer;
 
 use std::collections::BTreeMap;
@@ -36,6 +43,8 @@ pub struct Topics {
     pub demand: String,
     pub prices: String,
     pub dlq: String,
+    /// Boundary-cell stats between instances (one partition, kept 1 h).
+    pub cell_stats: String,
 }
 
 impl Default for Topics {
@@ -45,6 +54,7 @@ impl Default for Topics {
             demand: "primetime.demand.v1".to_owned(),
             prices: "primetime.prices.v1".to_owned(),
             dlq: "primetime.dlq.v1".to_owned(),
+            cell_stats: "primetime.cell-stats.v1".to_owned(),
         }
     }
 }
@@ -116,6 +126,7 @@ impl KafkaConfig {
             ("demand", &t.demand),
             ("prices", &t.prices),
             ("dlq", &t.dlq),
+            ("cell_stats", &t.cell_stats),
         ] {
             if v.trim().is_empty() {
                 p.push(format!("kafka.topics.{name}: must not be empty"));
@@ -199,6 +210,11 @@ pub fn create_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
         NewTopic::new(&t.demand, config.input_partitions, repl()),
         NewTopic::new(&t.dlq, config.input_partitions, repl()),
         NewTopic::new(&t.prices, config.prices_partitions, repl()).set("cleanup.policy", "compact"),
+        // One partition: a total order of every instance's stats; kept an
+        // hour (starting instances read the last ten minutes).
+        NewTopic::new(&t.cell_stats, 1, repl())
+            .set("cleanup.policy", "delete")
+            .set("retention.ms", "3600000"),
     ];
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -209,6 +225,11 @@ pub fn create_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
             error,
         })?;
     let results = rt.block_on(admin.create_topics(topics.iter(), &opts))?;
+    tracing::debug!(
+        asked = topics.len(),
+        answered = results.len(),
+        "create topics"
+    );
     for r in results {
         match r {
             Ok(topic) => tracing::info!(topic = %topic, "created topic"),
@@ -222,6 +243,68 @@ pub fn create_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
         }
     }
     Ok(())
+}
+
+/// The partition ids of `topic`. A topic created a moment ago may take a
+/// few seconds to appear in the metadata: missing topics are retried for
+/// up to 10 s.
+pub fn topic_partitions<
+    C: rdkafka::consumer::ConsumerContext,
+    T: rdkafka::consumer::Consumer<C>,
+>(
+    consumer: &T,
+    topic: &str,
+) -> Result<Vec<i32>, KafkaError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        match md.topics().first() {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                return Ok(t.partitions().iter().map(|p| p.id()).collect());
+            }
+            _ if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            _ => return Err(KafkaError::MissingTopic(topic.to_owned())),
+        }
+    }
+}
+
+/// Kafka's default partitioner (Java client, librdkafka `murmur2_random`
+/// for non-empty keys): `(murmur2(key) & 0x7fffffff) % partitions`.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// Kafka's murmur2 (seed `0x9747b28c`), as in the Java client's `Utils`.
+pub fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h: u32 = 0x9747_b28c ^ (data.len() as u32);
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let rest = chunks.remainder();
+    if rest.len() >= 3 {
+        h ^= u32::from(rest[2]) << 16;
+    }
+    if rest.len() >= 2 {
+        h ^= u32::from(rest[1]) << 8;
+    }
+    if !rest.is_empty() {
+        h ^= u32::from(rest[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h
 }
 
 /// How pipeline partition numbers map to (topic, Kafka partition).
@@ -274,15 +357,7 @@ impl PartitionMap {
         consumer: &T,
         topics: &Topics,
     ) -> Result<Self, KafkaError> {
-        let count = |topic: &str| -> Result<usize, KafkaError> {
-            let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-            match md.topics().first() {
-                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                    Ok(t.partitions().len())
-                }
-                _ => Err(KafkaError::MissingTopic(topic.to_owned())),
-            }
-        };
+        let count = |topic: &str| topic_partitions(consumer, topic).map(|p| p.len());
         let a = count(&topics.driver_locations)?;
         let b = count(&topics.demand)?;
         if a != b {
@@ -304,6 +379,24 @@ impl PartitionMap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Kafka's own UtilsTest vectors (signed ints in Java).
+        for (key, want) in [
+            ("21", -973_932_308_i32),
+            ("foobar", -790_332_482),
+            ("a-little-bit-long-string", -985_981_536),
+            ("a-little-bit-longer-string", -1_486_304_829),
+            (
+                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            ("abc", 479_470_107),
+        ] {
+            assert_eq!(murmur2(key.as_bytes()) as i32, want, "{key}");
+        }
+    }
 
     #[test]
     fn partition_map_round_trips() {

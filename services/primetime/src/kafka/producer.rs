@@ -41,7 +41,7 @@ impl DeliveryCounter {
     }
 }
 
-fn producer(
+pub(super) fn producer(
     config: &KafkaConfig,
     counter: DeliveryCounter,
 ) -> Result<ThreadedProducer<DeliveryCounter>, KafkaError> {
@@ -57,7 +57,7 @@ fn producer(
 
 /// Enqueues, waiting (on the calling thread, never the reactor) while
 /// librdkafka's queue is full.
-fn send_retrying<K, P>(
+pub(super) fn send_retrying<K, P>(
     p: &ThreadedProducer<DeliveryCounter>,
     mut record: BaseRecord<'_, K, P>,
 ) -> Result<(), KafkaError>

@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use actix::Addr;
 use futures_util::future::join_all;
-use primetime_core::{PriceDecision, Tick, Watermark, time::bucket_of};
+use primetime_core::{CellId, PriceDecision, Summary, Tick, Watermark, time::bucket_of};
 use tokio::sync::watch;
 
+use super::exchange::BoundaryExchange;
 use super::shard::{BoundaryView, FireTick, ShardActor};
 use super::source::Progress;
 use crate::metrics::Metrics;
@@ -66,6 +67,9 @@ pub(super) struct Clock<S> {
     active_cells: usize,
     boundary: Arc<BoundaryView>,
     summary: ClockSummary,
+    exchange: Option<Arc<dyn BoundaryExchange>>,
+    /// Through which tick this instance's stats are published.
+    covered: Option<Tick>,
 }
 
 impl<S: Sink> Clock<S> {
@@ -74,6 +78,7 @@ impl<S: Sink> Clock<S> {
         sink: S,
         metrics: Arc<Metrics>,
         bucket_ms: i64,
+        exchange: Option<Arc<dyn BoundaryExchange>>,
     ) -> Self {
         Self {
             shards,
@@ -84,6 +89,8 @@ impl<S: Sink> Clock<S> {
             active_cells: 0,
             boundary: Arc::new(BoundaryView::default()),
             summary: ClockSummary::default(),
+            exchange,
+            covered: None,
         }
     }
 
@@ -93,8 +100,12 @@ impl<S: Sink> Clock<S> {
         mut self,
         mut progress_rx: watch::Receiver<Progress>,
     ) -> anyhow::Result<ClockSummary> {
+        let mut stats_rx = self.exchange.as_ref().map(|x| x.subscribe());
         loop {
             let progress = *progress_rx.borrow_and_update();
+            if let Some(rx) = &mut stats_rx {
+                rx.borrow_and_update();
+            }
             self.fire_ready(progress).await?;
             if progress.finished {
                 self.sink.finish()?;
@@ -105,9 +116,18 @@ impl<S: Sink> Clock<S> {
                 );
                 return Ok(self.summary);
             }
-            if progress_rx.changed().await.is_err() {
-                // The source stopped without reporting the end (it failed);
-                // its error is reported by its own handle.
+            let stopped = match &mut stats_rx {
+                Some(rx) => tokio::select! {
+                    r = progress_rx.changed() => r.is_err(),
+                    // Other instances' stats: a waiting tick may be ready.
+                    _ = rx.changed() => false,
+                },
+                None => progress_rx.changed().await.is_err(),
+            };
+            if stopped {
+                // The source stopped without reporting the end (it failed,
+                // or the service is stopping); errors are reported by the
+                // source's own handle.
                 return Ok(self.summary);
             }
         }
@@ -123,9 +143,20 @@ impl<S: Sink> Clock<S> {
                 return Ok(());
             };
             if Tick(k).end_ms(self.bucket_ms) > wm.0 {
-                return Ok(());
+                break;
             }
-            self.fire(Tick(k)).await?;
+            let foreign = match &self.exchange {
+                Some(x) => match x.foreign(Tick(k - 1)) {
+                    Some(cells) => cells,
+                    // Wait for the other instances' stats of tick k-1.
+                    None => {
+                        tracing::debug!(tick = k, "waiting for other instances' cell stats");
+                        break;
+                    }
+                },
+                None => Vec::new(),
+            };
+            self.fire(Tick(k), foreign).await?;
             self.next_tick = Some(k + 1);
             if self.active_cells == 0 {
                 if wm == Watermark::MAX {
@@ -136,29 +167,64 @@ impl<S: Sink> Clock<S> {
                 self.next_tick = Some((k + 1).max(bucket_of(wm.0, self.bucket_ms)));
             }
         }
+        self.publish_idle_coverage(progress);
+        Ok(())
     }
 
-    async fn fire(&mut self, tick: Tick) -> anyhow::Result<()> {
+    /// With no active cell, the ticks before the next one to fire (and
+    /// before the watermark) are empty here: say so, so other instances
+    /// need not wait for ticks this one skips.
+    fn publish_idle_coverage(&mut self, progress: Progress) {
+        let Some(x) = &self.exchange else { return };
+        if self.active_cells > 0 || progress.watermark == Watermark::MIN {
+            return;
+        }
+        let next = self.next_tick.or(progress.min_bucket).unwrap_or(i64::MAX);
+        let end = next
+            .min(bucket_of(progress.watermark.0, self.bucket_ms))
+            .saturating_sub(1);
+        if self.covered.is_none_or(|c| end > c.0) {
+            x.publish(self.covered, Tick(end), &[]);
+            self.covered = Some(Tick(end));
+        }
+    }
+
+    async fn fire(&mut self, tick: Tick, foreign: Vec<(CellId, Summary)>) -> anyhow::Result<()> {
         let started = Instant::now();
+        let view = if foreign.is_empty() {
+            Arc::clone(&self.boundary)
+        } else {
+            let mut view = (*self.boundary).clone();
+            view.summaries.extend(foreign);
+            Arc::new(view)
+        };
         let requests = self.shards.iter().map(|s| {
             s.send(FireTick {
                 tick,
-                boundary: Arc::clone(&self.boundary),
+                boundary: Arc::clone(&view),
             })
         });
         let reports = join_all(requests).await;
         let mut decisions = Vec::new();
-        let mut boundary = BoundaryView::default();
+        let mut cells = Vec::new();
         let mut active = 0;
         let mut failed = false;
         for report in reports {
             let report =
                 report.map_err(|e| anyhow::anyhow!("shard unavailable at tick {}: {e}", tick.0))?;
             decisions.extend(report.decisions);
-            boundary.summaries.extend(report.boundary);
+            cells.extend(report.boundary);
             active += report.active_cells;
             failed |= report.model_failed;
         }
+        if let Some(x) = &self.exchange {
+            x.publish(self.covered, tick, &cells);
+            self.covered = Some(tick);
+            x.forget_before(Tick(tick.0 - 1));
+        }
+        let boundary = BoundaryView {
+            summaries: cells.into_iter().collect(),
+        };
         decisions.sort_unstable_by_key(|d| d.cell);
         self.sink
             .publish(tick, tick.end_ms(self.bucket_ms), &decisions)?;

@@ -9,6 +9,8 @@
 //! - [`clock`]: the tick coordinator; fires `Tick(k)` on every shard once
 //!   the service watermark passes it, exchanges boundary-cell summaries
 //!   between ticks and hands each tick's decisions to a [`Sink`].
+//! - [`exchange`]: the same exchange across instances that split the input
+//!   partitions ([`BoundaryExchange`], over Kafka in `serve`).
 //!
 //! Ordering argument (why this equals the reference `Engine`): the source
 //! enqueues a batch into a shard's FIFO mailbox *before* it publishes the
@@ -18,6 +20,7 @@
 //! buckets (the watermark rule of DESIGN §3).
 
 pub mod clock;
+pub mod exchange;
 pub mod shard;
 pub mod source;
 
@@ -28,6 +31,7 @@ use primetime_core::{Config, Policy, PriceDecision, PriceModel, Shard, Tick, Tic
 use tokio::sync::watch;
 
 pub use clock::{ClockSummary, Sink};
+pub use exchange::BoundaryExchange;
 use shard::ShardActor;
 pub use source::{Input, InputRecord, Poll, SourceSummary};
 
@@ -41,6 +45,8 @@ pub struct PipelineOptions {
     pub batch_size: usize,
     /// Shards publish their active cells here after every tick (the map).
     pub active: Option<Arc<crate::table::ActiveView>>,
+    /// Other instances own some partitions: exchange boundary cells.
+    pub exchange: Option<Arc<dyn BoundaryExchange>>,
 }
 
 /// A running pipeline.
@@ -78,14 +84,22 @@ impl Pipeline {
             let (model, metrics, mailbox) =
                 (Arc::clone(&model), Arc::clone(&metrics), options.mailbox);
             let active = options.active.clone();
+            let exchange = options.exchange.clone();
             let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| {
                 ShardActor::new(i, n, geo, shard, pricer, model, mailbox, metrics, active)
+                    .with_exchange(exchange)
             });
             arbiters.push(arbiter);
             addrs.push(addr);
         }
         let (progress_tx, progress_rx) = watch::channel(source::Progress::default());
-        let clock = clock::Clock::new(addrs.clone(), sink, Arc::clone(&metrics), core.bucket_ms);
+        let clock = clock::Clock::new(
+            addrs.clone(),
+            sink,
+            Arc::clone(&metrics),
+            core.bucket_ms,
+            options.exchange.clone(),
+        );
         let clock = actix_rt::spawn(clock.run(progress_rx));
         let src = source::Source::new(core, geo, addrs, options.batch_size, metrics, progress_tx);
         let source = std::thread::Builder::new()

@@ -25,7 +25,7 @@ pub struct EventBatch {
 }
 
 /// The tick `k-1` summaries of every boundary cell of every shard.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct BoundaryView {
     pub summaries: FxHashMap<CellId, Summary>,
 }
@@ -61,6 +61,8 @@ pub struct ShardActor {
     /// Where to publish the active cells after each tick (for the map).
     active: Option<Arc<ActiveView>>,
     rows: Vec<TickRow>,
+    /// Set when other instances own some regions.
+    exchange: Option<Arc<dyn super::BoundaryExchange>>,
 }
 
 impl ShardActor {
@@ -87,7 +89,13 @@ impl ShardActor {
             metrics,
             active,
             rows: Vec::new(),
+            exchange: None,
         }
+    }
+
+    pub fn with_exchange(mut self, exchange: Option<Arc<dyn super::BoundaryExchange>>) -> Self {
+        self.exchange = exchange;
+        self
     }
 }
 
@@ -128,12 +136,27 @@ impl Handler<FireTick> for ShardActor {
             .price(self.model.as_ref(), tick, &self.rows, &mut decisions);
         self.shard.commit(tick, priced.changed);
         decisions.sort_unstable_by_key(|d| d.cell);
-        let boundary = if self.shards == 1 {
-            Vec::new()
-        } else {
-            let (geo, me, n) = (self.geo, self.index, self.shards);
-            self.shard
-                .boundary_summaries(|c| shard_of(geo.region_of(c), n) != me)
+        let boundary = match &self.exchange {
+            Some(x) => {
+                // Cells next to another shard's or another instance's
+                // regions; ownership per region is looked up once a tick.
+                let (geo, me, n) = (self.geo, self.index, self.shards);
+                let mut foreign: FxHashMap<primetime_core::RegionId, bool> = FxHashMap::default();
+                let mut is_foreign = |c: CellId| {
+                    let r = geo.region_of(c);
+                    *foreign
+                        .entry(r)
+                        .or_insert_with(|| shard_of(r, n) != me || x.is_foreign(r))
+                };
+                let cache = std::cell::RefCell::new(&mut is_foreign);
+                self.shard.boundary_summaries(|c| (cache.borrow_mut())(c))
+            }
+            None if self.shards == 1 => Vec::new(),
+            None => {
+                let (geo, me, n) = (self.geo, self.index, self.shards);
+                self.shard
+                    .boundary_summaries(|c| shard_of(geo.region_of(c), n) != me)
+            }
         };
         if let Some(view) = &self.active {
             let cells = self
