@@ -103,6 +103,12 @@ struct CellState {
     links: [u32; 6],
     /// Stats of the tick being fired (between `close_tick` and `commit`).
     pending: OwnStats,
+    /// The tick `close_tick` last ran for, and whether every bucket then
+    /// left was at or before `tick + 1 - long_buckets`: what `commit` of
+    /// that tick drops. Lets `commit` decide eviction without reading the
+    /// buckets (a cache miss per cell).
+    closed_tick: i64,
+    drained: bool,
 }
 
 impl CellState {
@@ -236,6 +242,8 @@ impl Shard {
             neighbours,
             links,
             pending: OwnStats::default(),
+            closed_tick: i64::MIN,
+            drained: false,
         });
         self.summaries.push(Summary::default());
         slot
@@ -277,6 +285,8 @@ impl Shard {
             None => self.insert(event.cell),
         };
         let cell = &mut self.cells[slot];
+        // A bucket may be added: `drained` no longer holds.
+        cell.closed_tick = i64::MIN;
         let index = bucket_of(event.time.0, self.params.bucket_ms);
         let bucket = bucket_mut(&mut cell.buckets, index);
         match (event.signal, driver) {
@@ -291,55 +301,18 @@ impl Shard {
     pub fn close_tick(&mut self, tick: Tick) {
         let p = self.params;
         let k = tick.0;
-        for cell in &mut self.cells {
-            while cell
-                .buckets
-                .front()
-                .is_some_and(|b| b.index <= k - p.long_buckets)
-            {
-                cell.buckets.pop_front();
+        // In blocks: first a tight loop that only loads each cell's oldest
+        // bucket (independent cache misses overlap), then the work.
+        const BLOCK: usize = 16;
+        for block in self.cells.chunks_mut(BLOCK) {
+            let mut touched = 0i64;
+            for cell in block.iter() {
+                touched ^= cell.buckets.front().map_or(0, |b| b.index);
             }
-            let mut s = OwnStats::default();
-            let scratch = &mut self.scratch;
-            scratch.clear();
-            let mut supply_single: Option<usize> = None;
-            let mut supply_parts = 0;
-            for b in cell.buckets.iter_mut() {
-                if b.index > k {
-                    break;
-                }
-                s.requests_5m += b.requests;
-                if b.index > k - p.short_buckets {
-                    s.requests_1m += b.requests;
-                    s.checks_1m += b.checks;
-                }
-                if b.index > k - p.supply_buckets {
-                    if !b.closed {
-                        b.drivers.sort_unstable();
-                        b.drivers.dedup();
-                        b.closed = true;
-                    }
-                    if !b.drivers.is_empty() {
-                        supply_parts += 1;
-                        supply_single = Some(b.drivers.len());
-                        scratch.extend_from_slice(&b.drivers);
-                    }
-                }
-                // Not needed by any later tick's supply.
-                if b.index <= k + 1 - p.supply_buckets && !b.drivers.is_empty() {
-                    b.drivers = Vec::new();
-                }
+            std::hint::black_box(touched);
+            for cell in block {
+                close_cell(cell, p, k, &mut self.scratch);
             }
-            s.supply = match supply_parts {
-                0 => 0,
-                1 => supply_single.unwrap_or(0) as u32,
-                _ => {
-                    scratch.sort_unstable();
-                    scratch.dedup();
-                    scratch.len() as u32
-                }
-            };
-            cell.pending = s;
         }
     }
 
@@ -415,20 +388,95 @@ impl Shard {
         }
         let horizon = tick.0 + 1 - self.params.long_buckets;
         // Backwards, so that the cell `remove` moves into a slot has been
-        // visited already.
+        // visited already. Buckets at or before `horizon` are not popped
+        // here: the next `close_tick` pops exactly those first.
         for slot in (0..self.cells.len()).rev() {
             let c = &mut self.cells[slot];
             let summary = &mut self.summaries[slot];
             summary.supply = c.pending.supply;
             summary.requests_5m = c.pending.requests_5m;
-            while c.buckets.front().is_some_and(|b| b.index <= horizon) {
-                c.buckets.pop_front();
-            }
-            if c.buckets.is_empty() && *summary == Summary::default() {
+            let drained = if c.closed_tick == tick.0 {
+                c.drained
+            } else {
+                c.buckets.back().is_none_or(|b| b.index <= horizon)
+            };
+            if drained && *summary == Summary::default() {
                 self.remove(slot);
             }
         }
     }
+}
+
+/// The cell's own window stats at tick `k`, into `cell.pending`.
+fn close_cell(cell: &mut CellState, p: WindowParams, k: i64, scratch: &mut Vec<DriverId>) {
+    while cell
+        .buckets
+        .front()
+        .is_some_and(|b| b.index <= k - p.long_buckets)
+    {
+        cell.buckets.pop_front();
+    }
+    let mut s = OwnStats::default();
+    let supply_from = k - p.supply_buckets;
+    // Buckets with drivers in the supply horizon, and the size of the last.
+    let mut supply_parts = 0;
+    let mut supply_single = 0;
+    for b in cell.buckets.iter_mut() {
+        if b.index > k {
+            break;
+        }
+        s.requests_5m += b.requests;
+        if b.index > k - p.short_buckets {
+            s.requests_1m += b.requests;
+            s.checks_1m += b.checks;
+        }
+        if b.index > supply_from {
+            if !b.closed {
+                b.drivers.sort_unstable();
+                b.drivers.dedup();
+                b.closed = true;
+            }
+            if !b.drivers.is_empty() {
+                supply_parts += 1;
+                supply_single = b.drivers.len();
+            }
+        }
+    }
+    s.supply = match supply_parts {
+        0 => 0,
+        // One bucket: its sorted, deduplicated length, without reading
+        // the drivers themselves.
+        1 => supply_single as u32,
+        _ => {
+            scratch.clear();
+            for b in &cell.buckets {
+                if b.index > k {
+                    break;
+                }
+                if b.index > supply_from {
+                    scratch.extend_from_slice(&b.drivers);
+                }
+            }
+            scratch.sort_unstable();
+            scratch.dedup();
+            scratch.len() as u32
+        }
+    };
+    // Not needed by any later tick's supply.
+    for b in cell.buckets.iter_mut() {
+        if b.index > k + 1 - p.supply_buckets {
+            break;
+        }
+        if !b.drivers.is_empty() {
+            b.drivers = Vec::new();
+        }
+    }
+    cell.pending = s;
+    cell.closed_tick = k;
+    cell.drained = cell
+        .buckets
+        .back()
+        .is_none_or(|b| b.index <= k + 1 - p.long_buckets);
 }
 
 fn bucket_mut(buckets: &mut VecDeque<Bucket>, index: i64) -> &mut Bucket {
