@@ -418,16 +418,25 @@ pub struct Priced {
 pub struct TickPricer {
     policy: Policy,
     model_version: Arc<str>,
+    /// Model input of one chunk.
     input: Vec<FeatureRow>,
+    /// Model output of one chunk.
+    chunk_raw: Vec<f32>,
+    /// Model output of every row.
     raw: Vec<f32>,
 }
 
 impl TickPricer {
+    /// Rows per model call (a multiple of the ONNX model's largest plan,
+    /// 4,096 rows).
+    const MODEL_CHUNK: usize = 16_384;
+
     pub fn new(policy: Policy, model_version: &str) -> Self {
         Self {
             policy,
             model_version: Arc::from(model_version),
             input: Vec::new(),
+            chunk_raw: Vec::new(),
             raw: Vec::new(),
         }
     }
@@ -446,22 +455,38 @@ impl TickPricer {
         rows: &[TickRow],
         out: &mut Vec<PriceDecision>,
     ) -> Priced {
-        self.input.clear();
-        self.input.extend(rows.iter().map(|r| r.features.to_row()));
-        let ok = matches!(model.predict(&self.input, &mut self.raw), Ok(()) if self.raw.len() == self.input.len());
+        // The model sees the rows in chunks: the input rows of one chunk stay
+        // in cache, and a row's output depends on that row only (the
+        // `PriceModel` contract), so chunking changes no value. A failure
+        // of any chunk fails the whole batch, as one call would.
+        self.raw.clear();
+        let mut ok = true;
+        // An empty batch is still one call, as before chunking: a failed
+        // model reports its failure for it.
+        let empty: &[TickRow] = &[];
+        let chunks = rows.chunks(Self::MODEL_CHUNK);
+        let chunks = chunks.chain(rows.is_empty().then_some(empty));
+        for chunk in chunks {
+            self.input.clear();
+            self.input.extend(chunk.iter().map(|r| r.features.to_row()));
+            ok = matches!(model.predict(&self.input, &mut self.chunk_raw), Ok(()) if self.chunk_raw.len() == chunk.len());
+            if !ok {
+                break;
+            }
+            self.raw.extend_from_slice(&self.chunk_raw);
+        }
         let raw = |j: usize| ok.then(|| f64::from(self.raw[j]));
         // Two passes: the first only counts the changed cells, so that
         // `out` and `changed` grow once, to their exact size (growing by
         // doubling copied and page-faulted hundreds of MB on big ticks);
-        // the second decides the changed rows again (`decide` is pure) and
-        // builds their decisions.
+        // the second decides the changed rows again (the same code, so the
+        // same multiplier) and builds their decisions.
         let changes = rows
             .iter()
             .enumerate()
             .filter(|&(j, row)| {
                 self.policy
-                    .decide(&row.features, raw(j), row.neighbour_multiplier, row.prev)
-                    .multiplier
+                    .multiplier(&row.features, raw(j), row.neighbour_multiplier, row.prev)
                     != row.prev
             })
             .count();
@@ -494,5 +519,80 @@ impl TickPricer {
             changed,
             model_failed: !ok,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelError;
+    use crate::policy::PolicyParams;
+
+    /// Fails every batch, empty ones included.
+    struct Broken;
+
+    impl PriceModel for Broken {
+        fn version(&self) -> &str {
+            "broken"
+        }
+
+        fn predict(&self, _: &[FeatureRow], _: &mut Vec<f32>) -> Result<(), ModelError> {
+            Err(ModelError {
+                version: "broken".to_owned(),
+                message: "always".to_owned(),
+            })
+        }
+    }
+
+    fn rows(n: usize) -> Vec<TickRow> {
+        let cell = Geo::new(8, 5).unwrap().cell_of(37.77, -122.42).unwrap();
+        (0..n)
+            .map(|i| {
+                let i = i as u32;
+                TickRow {
+                    cell,
+                    features: Features {
+                        supply: i % 5,
+                        requests_1m: i % 11,
+                        requests_5m: i % 23,
+                        checks_1m: i % 7,
+                        supply_ring: i % 31,
+                        requests_5m_ring: i % 43,
+                        prev_multiplier: f64::from(20 + i % 9) / 20.0,
+                    },
+                    neighbour_multiplier: 1.0 + f64::from(i % 13) / 20.0,
+                    prev: Multiplier::from_twentieths(20 + i % 9),
+                }
+            })
+            .collect()
+    }
+
+    /// Pricing a big batch (several model chunks) gives the decisions of
+    /// pricing each row alone.
+    #[test]
+    fn big_batches_price_like_single_rows() {
+        let model = FormulaModel::default();
+        let mut pricer = TickPricer::new(Policy::new(PolicyParams::default()), "formula-v1");
+        let rows = rows(40_000);
+        let mut all = Vec::new();
+        let priced = pricer.price(&model, Tick(7), &rows, &mut all);
+        assert!(!priced.model_failed);
+        assert!(!all.is_empty() && all.len() < rows.len());
+        assert_eq!(all.len(), priced.changed.len());
+        let mut one_by_one = Vec::new();
+        for row in &rows {
+            pricer.price(&model, Tick(7), std::slice::from_ref(row), &mut one_by_one);
+        }
+        assert_eq!(all, one_by_one);
+    }
+
+    #[test]
+    fn a_failed_model_fails_every_batch_even_empty() {
+        let mut pricer = TickPricer::new(Policy::new(PolicyParams::default()), "broken");
+        let mut out = Vec::new();
+        assert!(pricer.price(&Broken, Tick(1), &[], &mut out).model_failed);
+        let priced = pricer.price(&Broken, Tick(1), &rows(20_000), &mut out);
+        assert!(priced.model_failed);
+        assert!(out.iter().all(|d| d.explanation.fallback));
     }
 }

@@ -216,6 +216,25 @@ pub struct Adjustments {
     len: usize,
 }
 
+/// Where [`Policy`] records the guardrails it applies.
+trait Record {
+    fn push(&mut self, guardrail: Guardrail, before: f64, after: f64);
+}
+
+/// Records nothing: for [`Policy::multiplier`].
+struct Discard;
+
+impl Record for Discard {
+    #[inline(always)]
+    fn push(&mut self, _: Guardrail, _: f64, _: f64) {}
+}
+
+impl Record for Adjustments {
+    fn push(&mut self, guardrail: Guardrail, before: f64, after: f64) {
+        Adjustments::push(self, guardrail, before, after);
+    }
+}
+
 impl Adjustments {
     fn push(&mut self, guardrail: Guardrail, before: f64, after: f64) {
         // Bit-level comparison so that NaN -> x is recorded and x -> x not.
@@ -304,6 +323,40 @@ impl Policy {
         prev: Multiplier,
     ) -> Verdict {
         let mut adj = Adjustments::default();
+        let (multiplier, raw, fallback) =
+            self.apply(features, raw, neighbour_multiplier, prev, &mut adj);
+        Verdict {
+            multiplier,
+            raw,
+            fallback,
+            adjustments: adj,
+        }
+    }
+
+    /// `decide(..).multiplier`, without recording the guardrails (the same
+    /// code, so always the same value).
+    pub fn multiplier(
+        &self,
+        features: &Features,
+        raw: Option<f64>,
+        neighbour_multiplier: f64,
+        prev: Multiplier,
+    ) -> Multiplier {
+        self.apply(features, raw, neighbour_multiplier, prev, &mut Discard)
+            .0
+    }
+
+    /// The guardrails, in order; returns the multiplier, the raw value and
+    /// whether the formula replaced the model.
+    #[inline(always)]
+    fn apply<R: Record>(
+        &self,
+        features: &Features,
+        raw: Option<f64>,
+        neighbour_multiplier: f64,
+        prev: Multiplier,
+        adj: &mut R,
+    ) -> (Multiplier, f64, bool) {
         let formula = || self.params.fallback.raw_multiplier(features);
         let (raw_value, mut v, fallback) = match raw {
             Some(r) if r.is_finite() => (r, r, false),
@@ -363,12 +416,7 @@ impl Policy {
         let m = Multiplier(q);
         adj.push(Guardrail::Quantise, v, m.value());
 
-        Verdict {
-            multiplier: m,
-            raw: raw_value,
-            fallback,
-            adjustments: adj,
-        }
+        (m, raw_value, fallback)
     }
 }
 
