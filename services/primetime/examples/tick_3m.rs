@@ -7,7 +7,8 @@
 //!
 //! With `TICK_3M_DIGEST=1` it also prints, outside the timed part, a digest
 //! of each tick's decisions (sorted by cell, serialised as JSON), to check
-//! that an optimisation changes no decision.
+//! that an optimisation changes no decision. With `TICK_3M_PHASES=1`, each
+//! shard prints how long each step of its tick took.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use primetime_core::record::{Signal, ValidEvent};
 use primetime_core::{
     CellId, Config, DemandKind, DriverId, DriverStatus, EventKey, EventTime, Policy, PriceDecision,
-    PriceModel, Shard, Tick, TickPricer, shard_of,
+    PriceModel, Shard, Tick, TickPricer, TickRow, shard_of,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -77,6 +78,16 @@ fn main() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     let digest = std::env::var_os("TICK_3M_DIGEST").is_some();
+    let phases = std::env::var_os("TICK_3M_PHASES").is_some();
+    // What each shard actor keeps between ticks (as `ShardActor`): its
+    // feature-row buffer and its pricer.
+    let mut state: Vec<(Vec<TickRow>, TickPricer)> = shards
+        .iter()
+        .map(|_| {
+            let pricer = TickPricer::new(Policy::new(config.policy), model.version());
+            (Vec::new(), pricer)
+        })
+        .collect();
     let tick = Tick(t0 / config.bucket_ms);
     for round in 0..3 {
         let tick = Tick(tick.0 + round);
@@ -86,22 +97,43 @@ fn main() -> anyhow::Result<()> {
         let results: Vec<ShardResult> = std::thread::scope(|scope| {
             let handles: Vec<_> = shards
                 .iter_mut()
-                .map(|shard| {
+                .zip(&mut state)
+                .map(|(shard, (rows, pricer))| {
                     let model = Arc::clone(&model);
-                    let policy = Policy::new(config.policy);
                     scope.spawn(move || {
                         let t = Instant::now();
-                        let mut pricer = TickPricer::new(policy, model.version());
+                        let mut lap = {
+                            let mut last = t;
+                            move || {
+                                let now = Instant::now();
+                                let ms = (now - last).as_secs_f64() * 1e3;
+                                last = now;
+                                ms.round() as u32
+                            }
+                        };
                         shard.close_tick(tick);
-                        let mut rows = Vec::new();
-                        shard.feature_rows(|_| None, &mut rows);
+                        let close = lap();
+                        rows.clear();
+                        shard.feature_rows(|_| None, rows);
+                        let features = lap();
                         let mut decisions = Vec::new();
-                        let priced = pricer.price(model.as_ref(), tick, &rows, &mut decisions);
+                        let priced = pricer.price(model.as_ref(), tick, rows, &mut decisions);
+                        let price = lap();
                         shard.commit(tick, priced.changed);
-                        let elapsed = t.elapsed().as_secs_f64();
-                        // Dropped here (timed, as before) unless digesting.
+                        let commit = lap();
+                        // Dropped here (timed) unless digesting.
                         let n = decisions.len();
-                        (digest.then_some(decisions), n, elapsed)
+                        let decisions = digest.then_some(decisions);
+                        let drop = lap();
+                        let elapsed = t.elapsed().as_secs_f64();
+                        if phases {
+                            eprintln!(
+                                "  shard of {} cells, ms: close {close}, features {features}, \
+                                 price {price}, commit {commit}, drop {drop}",
+                                shard.len()
+                            );
+                        }
+                        (decisions, n, elapsed)
                     })
                 })
                 .collect();
