@@ -424,6 +424,8 @@ pub struct TickPricer {
     chunk_raw: Vec<f32>,
     /// Model output of every row.
     raw: Vec<f32>,
+    /// Every row's new multiplier.
+    multipliers: Vec<Multiplier>,
 }
 
 impl TickPricer {
@@ -438,6 +440,7 @@ impl TickPricer {
             input: Vec::new(),
             chunk_raw: Vec::new(),
             raw: Vec::new(),
+            multipliers: Vec::new(),
         }
     }
 
@@ -476,44 +479,49 @@ impl TickPricer {
             self.raw.extend_from_slice(&self.chunk_raw);
         }
         let raw = |j: usize| ok.then(|| f64::from(self.raw[j]));
-        // Two passes: the first only counts the changed cells, so that
-        // `out` and `changed` grow once, to their exact size (growing by
-        // doubling copied and page-faulted hundreds of MB on big ticks);
-        // the second decides the changed rows again (the same code, so the
-        // same multiplier) and builds their decisions.
-        let changes = rows
-            .iter()
-            .enumerate()
-            .filter(|&(j, row)| {
+        // Two passes: the first computes every multiplier without
+        // recording guardrails and counts the changed cells, so that `out`
+        // and `changed` grow once, to their exact size (growing by doubling
+        // copied and page-faulted hundreds of MB on big ticks); the second
+        // decides only the changed rows again (the same code, so the same
+        // multiplier) and builds their decisions.
+        self.multipliers.clear();
+        self.multipliers
+            .extend(rows.iter().enumerate().map(|(j, row)| {
                 self.policy
                     .multiplier(&row.features, raw(j), row.neighbour_multiplier, row.prev)
-                    != row.prev
-            })
+            }));
+        let changes = rows
+            .iter()
+            .zip(&self.multipliers)
+            .filter(|(row, m)| **m != row.prev)
             .count();
         let mut changed = Vec::with_capacity(changes);
         out.reserve(changes);
-        for (j, row) in rows.iter().enumerate() {
+        for (j, (row, &m)) in rows.iter().zip(&self.multipliers).enumerate() {
+            if m == row.prev {
+                continue;
+            }
             let v = self
                 .policy
                 .decide(&row.features, raw(j), row.neighbour_multiplier, row.prev);
-            if v.multiplier != row.prev {
-                changed.push((row.cell, v.multiplier));
-                let mut guardrails = Vec::with_capacity(v.adjustments.len());
-                guardrails.extend(v.adjustments.iter());
-                out.push(PriceDecision {
-                    cell: row.cell,
-                    tick,
-                    multiplier: v.multiplier,
-                    model_version: Arc::clone(&self.model_version),
-                    explanation: Explanation {
-                        features: row.features,
-                        raw: v.raw,
-                        fallback: v.fallback,
-                        previous: row.prev,
-                        guardrails,
-                    },
-                });
-            }
+            debug_assert_eq!(v.multiplier, m);
+            changed.push((row.cell, v.multiplier));
+            let mut guardrails = Vec::with_capacity(v.adjustments.len());
+            guardrails.extend(v.adjustments.iter());
+            out.push(PriceDecision {
+                cell: row.cell,
+                tick,
+                multiplier: v.multiplier,
+                model_version: Arc::clone(&self.model_version),
+                explanation: Explanation {
+                    features: row.features,
+                    raw: v.raw,
+                    fallback: v.fallback,
+                    previous: row.prev,
+                    guardrails,
+                },
+            });
         }
         Priced {
             changed,
