@@ -24,8 +24,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 NOIDA_VERSION=0.2.3
 started_pids=()
 cleanup() {
+  # Each started server leads its own process group (setsid): stop the group.
   for pid in "${started_pids[@]:-}"; do
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    [ -n "$pid" ] && kill -TERM -- "-$pid" 2>/dev/null || true
   done
 }
 trap cleanup EXIT
@@ -50,7 +51,7 @@ if [ -z "${PRIMETIME_TEST_KAFKA:-}" ]; then
   fi
   kafka_dir="$(mktemp -d)"
   kafka_port="$(free_port)"
-  noida-db start --data-dir "$kafka_dir" --host 127.0.0.1 --only kafka \
+  setsid noida-db start --data-dir "$kafka_dir" --host 127.0.0.1 --only kafka \
     --kafka-port "$kafka_port" >"$kafka_dir/noida.log" 2>&1 &
   started_pids+=("$!")
   if ! wait_port 127.0.0.1 "$kafka_port" 20; then

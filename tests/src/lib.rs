@@ -6,6 +6,7 @@
 //! (by PID) when dropped. No broker → the test fails, it does not skip.
 
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -40,6 +41,15 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// A broker someone else runs (nothing is stopped on drop).
+    pub fn external(addr: &str) -> Self {
+        Self {
+            addr: addr.to_owned(),
+            child: None,
+            _dir: None,
+        }
+    }
+
     /// `PRIMETIME_TEST_KAFKA`, or a fresh `noida-db`. Panics with what to
     /// do when neither works.
     pub fn start() -> Self {
@@ -54,7 +64,10 @@ impl Broker {
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
+        // Its own process group: `noida-db` is a launcher whose server is a
+        // child process, and the whole group is stopped on drop.
         let child = Command::new("noida-db")
+            .process_group(0)
             .args(["start", "--data-dir"])
             .arg(dir.path())
             .args(["--host", "127.0.0.1", "--only", "kafka", "--kafka-port"])
@@ -90,7 +103,10 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {
-            let _ = c.kill();
+            // The group this harness created (its id is the launcher's PID).
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &format!("-{}", c.id())])
+                .status();
             let _ = c.wait();
         }
     }
@@ -228,6 +244,8 @@ fn reader(brokers: &str) -> BaseConsumer {
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("e2e-reader"))
         .set("enable.auto.commit", "false")
+        // noida-db answers fetches without honouring fetch.max.bytes.
+        .set("receive.message.max.bytes", "1000000000")
         .create()
         .expect("kafka reader")
 }

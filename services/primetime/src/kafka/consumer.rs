@@ -3,8 +3,10 @@
 //!
 //! - Records carry their Kafka timestamp as ingest time (DESIGN §3).
 //! - Backpressure: when the channel is full (the source is blocked on full
-//!   shard mailboxes), the consumer pauses every assigned partition and
-//!   keeps polling (heartbeats, rebalances) until there is room.
+//!   shard mailboxes), the polling thread waits; librdkafka's bounded
+//!   prefetch queue then stops fetching. A wait over a second pauses every
+//!   assigned partition and keeps polling (rebalances, `max.poll.interval`)
+//!   until there is room.
 //! - Idleness: a partition is idle when it delivered no record for
 //!   `idle_timeout` of wall time during which the consumer was not paused
 //!   *and* it is at the end of its log (high watermark = next offset), or
@@ -171,7 +173,14 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "range")
             .set("session.timeout.ms", config.session_timeout_ms.to_string())
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // Bounded prefetch (librdkafka keeps up to 100 k messages per
+            // partition by default): memory under overload stays flat.
+            .set("queued.min.messages", "20000")
+            .set("queued.max.messages.kbytes", "32768")
+            // Bounded fetches (Kafka's own defaults are 50 MiB / 1 MiB).
+            .set("fetch.max.bytes", "16777216")
+            .set("max.partition.fetch.bytes", "1048576");
         let consumer: BaseConsumer<GroupContext> =
             cc.create_with_context(GroupContext::default())?;
         let map = PartitionMap::discover(&consumer, &config.topics)?;
@@ -270,6 +279,9 @@ struct Poller {
 
 /// Records per channel message.
 const BATCH: usize = 4096;
+
+/// How long a full channel is waited on before the partitions are paused.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 impl Poller {
     fn run(mut self) {
@@ -415,10 +427,17 @@ impl Poller {
         Some(std::mem::take(&mut *q))
     }
 
-    /// Sends, pausing every assigned partition while the channel is full.
+    /// Sends, waiting while the channel is full. A short wait does not
+    /// poll: librdkafka's bounded prefetch queue then stops fetching by
+    /// itself, and nothing is thrown away. A wait longer than
+    /// [`PAUSE_AFTER`] pauses every assigned partition (pausing purges
+    /// librdkafka's prefetched messages, which are fetched again on resume,
+    /// so it is kept for real stalls) and keeps polling, so group
+    /// membership and rebalances are served however long the stall.
     /// Returns false when the source is gone or a stop was requested.
     fn send(&mut self, mut event: KafkaEvent) -> bool {
         let mut paused: Option<TopicPartitionList> = None;
+        let waiting_since = Instant::now();
         let result = loop {
             match self.events_tx.try_send(event) {
                 Ok(()) => break true,
@@ -427,6 +446,10 @@ impl Poller {
                     event = e;
                     if self.shared.stop.load(Ordering::Relaxed) {
                         break false;
+                    }
+                    if waiting_since.elapsed() < PAUSE_AFTER {
+                        std::thread::sleep(Duration::from_millis(1));
+                        continue;
                     }
                     if paused.is_none() {
                         if let Ok(tpl) = self.consumer.assignment() {
@@ -439,9 +462,8 @@ impl Poller {
                             paused = Some(tpl);
                         }
                     }
-                    // Keep the group session alive; paused partitions
-                    // deliver nothing. Anything fetched before the pause
-                    // took effect is kept for the next batch.
+                    // Paused partitions deliver nothing; anything fetched
+                    // before the pause took effect is kept for this batch.
                     self.commit_pending();
                     if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(10)) {
                         if let (Some(r), KafkaEvent::Records { records, .. }) =

@@ -96,11 +96,14 @@ struct CommitTracker {
     max_bucket: Option<i64>,
     marks: std::collections::VecDeque<(i64, i64)>,
     next_offset: Option<i64>,
+    /// The last commit, or the first offset consumed (committing that
+    /// would say nothing new).
     committed: Option<i64>,
 }
 
 impl CommitTracker {
     fn consumed(&mut self, offset: i64) {
+        self.committed.get_or_insert(offset);
         self.next_offset = Some(offset.saturating_add(1));
     }
 
@@ -369,5 +372,38 @@ impl Source {
                 Err(SendError::Closed(_)) => anyhow::bail!("shard {shard} stopped"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_stop_at_the_first_record_not_covered_by_the_durable_tick() {
+        let mut c = CommitTracker::default();
+        // Offsets 0..=2 with max event buckets 10, 10, 11; offset 3 is a
+        // rejected record; offset 4 pushes the maximum to bucket 13.
+        for (offset, bucket) in [(0, 10), (1, 10), (2, 11)] {
+            c.consumed(offset);
+            c.accepted(offset, bucket);
+        }
+        c.consumed(3);
+        c.consumed(4);
+        c.accepted(4, 13);
+        assert_eq!(c.advance(Tick(9)), None, "nothing covered yet");
+        assert_eq!(c.advance(Tick(10)), Some(2), "offset 2 is in bucket 11");
+        assert_eq!(c.advance(Tick(10)), None, "no change, no commit");
+        assert_eq!(c.advance(Tick(12)), Some(4), "rejected 3 is done, 4 is not");
+        assert_eq!(c.advance(Tick(13)), Some(5), "everything consumed");
+    }
+
+    #[test]
+    fn a_partition_with_only_rejected_records_commits_them() {
+        let mut c = CommitTracker::default();
+        assert_eq!(c.advance(Tick(1)), None, "nothing consumed");
+        c.consumed(0);
+        c.consumed(1);
+        assert_eq!(c.advance(Tick(1)), Some(2));
     }
 }
