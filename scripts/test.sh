@@ -24,9 +24,15 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 NOIDA_VERSION=0.2.3
 started_pids=()
 cleanup() {
-  # Each started server leads its own process group (setsid): stop the group.
+  # Each started server leads its own process group (setsid): stop the
+  # group; the broker's data is a temporary directory, so it gets SIGKILL
+  # if SIGTERM (which makes it save its data) takes longer than a second.
   for pid in "${started_pids[@]:-}"; do
     [ -n "$pid" ] && kill -TERM -- "-$pid" 2>/dev/null || true
+  done
+  sleep 1
+  for pid in "${started_pids[@]:-}"; do
+    [ -n "$pid" ] && kill -KILL -- "-$pid" 2>/dev/null || true
   done
 }
 trap cleanup EXIT

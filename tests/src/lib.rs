@@ -103,10 +103,14 @@ impl Broker {
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {
-            // The group this harness created (its id is the launcher's PID).
-            let _ = Command::new("kill")
-                .args(["-TERM", "--", &format!("-{}", c.id())])
-                .status();
+            // The group this harness created (its id is the launcher's
+            // PID). The server may take seconds over SIGTERM (it saves its
+            // data); the data is a temporary directory, so it gets SIGKILL
+            // after a short grace period.
+            let group = format!("-{}", c.id());
+            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+            std::thread::sleep(Duration::from_millis(500));
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
             let _ = c.wait();
         }
     }
