@@ -17,6 +17,24 @@ cargo fmt --all -- --check
 log "lints"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# ------------------------------------------------------------ compose
+# docker-compose.yml (the local stack) is only validated: there is no Docker
+# engine on these machines to build the image or start the stack.
+log "compose: docker-compose config"
+if ! command -v docker-compose >/dev/null 2>&1; then
+  sudo_=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo_="sudo"; fi
+  echo "docker-compose missing: installing Debian's docker-compose (apt-get update && apt-get install docker-compose)"
+  started=$SECONDS
+  $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+  echo "installed docker-compose in $((SECONDS - started)) s"
+fi
+docker-compose version --short
+docker-compose -f docker-compose.yml config -q
+echo "docker-compose.yml is valid"
+# -------------------------------------------------------- end compose
+
 # ------------------------------------------------------------ services
 # Kafka: a Kafka-protocol broker from PyPI (Apache Kafka cannot be installed
 # on these machines), unless PRIMETIME_TEST_KAFKA names a real cluster. The
