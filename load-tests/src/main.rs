@@ -35,6 +35,9 @@ enum Scenario {
     /// Overload: publish into Kafka faster than the running service takes
     /// it; resident memory must stay flat while the backlog grows.
     Overload(FirehoseArgs),
+    /// Scale: 3 M active cells — time per tick (ONNX model, guardrails,
+    /// commit, 2 threads) and resident memory per active cell.
+    Scale,
 }
 
 #[derive(clap::Args)]
@@ -64,6 +67,7 @@ fn main() -> anyhow::Result<()> {
     match cli.scenario {
         Scenario::Firehose(a) => firehose(&a),
         Scenario::Overload(a) => overload(&a),
+        Scenario::Scale => scale(),
     }
 }
 
@@ -211,6 +215,123 @@ fn overload(a: &FirehoseArgs) -> anyhow::Result<()> {
             "peak_rss_mib_first_half": first_half.round(),
             "peak_rss_mib_second_half": second_half.round(),
             "pass": ok,
+        }),
+    )?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+/// Runs the `tick_3m` example (the service's shard code on 3 M cells) and
+/// samples its memory. Goals: a steady tick < 1 s; resident memory per
+/// active cell < 1 KiB (the state kept between ticks: windows, summaries,
+/// neighbour slots, the model; measured right after the cells are built,
+/// and at the peak, which adds a tick's feature rows and decisions).
+fn scale() -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    println!(
+        "scale: goal: a tick of 3 M active cells < 1 s on 2 threads; resident memory < 1 KiB per active cell"
+    );
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "-p",
+                "primetime",
+                "--example",
+                "tick_3m",
+            ])
+            .current_dir(repo_root())
+            .status()
+            .context("cargo build --example tick_3m")?;
+    anyhow::ensure!(status.success(), "building the tick_3m example failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo_root().join("target"));
+    let mut child = std::process::Command::new(target.join("release/examples/tick_3m"))
+        .current_dir(repo_root())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("start tick_3m")?;
+    let pid = child.id();
+    let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let sampler = {
+        let peak = std::sync::Arc::clone(&peak);
+        std::thread::spawn(move || {
+            while let Some(rss) = rss_bytes(pid) {
+                peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let stderr = child.stderr.take().context("stderr")?;
+    let mut cells = 0u64;
+    let mut state_rss = 0u64;
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line?;
+        if let Some(rest) = line.strip_prefix("built ") {
+            cells = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            state_rss = rss_bytes(pid).unwrap_or(0);
+            break;
+        }
+    }
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut ticks: Vec<f64> = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("  {line}");
+        if let Some(secs) = line
+            .split(" priced in ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|x| x.parse::<f64>().ok())
+        {
+            ticks.push(secs);
+        }
+    }
+    let status = child.wait()?;
+    let _ = sampler.join();
+    anyhow::ensure!(
+        status.success() && cells > 0 && !ticks.is_empty(),
+        "tick_3m failed"
+    );
+    let mut steady: Vec<f64> = ticks.iter().skip(1).copied().collect();
+    steady.sort_by(f64::total_cmp);
+    let steady_median = steady.get(steady.len() / 2).copied().unwrap_or(ticks[0]);
+    let per_cell_state = state_rss as f64 / cells as f64;
+    let per_cell_peak = peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / cells as f64;
+    let ok_tick = steady_median < 1.0;
+    let ok_mem = per_cell_state < 1024.0;
+    println!(
+        "scale: steady tick {steady_median:.3} s (first {:.3} s) for {cells} cells -> {}",
+        ticks[0],
+        verdict(ok_tick)
+    );
+    println!(
+        "scale: {per_cell_state:.0} bytes resident per active cell between ticks, \
+         {per_cell_peak:.0} at the peak of a tick -> {}",
+        verdict(ok_mem)
+    );
+    let path = write_result(
+        "scale",
+        &serde_json::json!({
+            "scenario": "scale",
+            "date": today_utc(),
+            "machine": machine(),
+            "command": "cargo run --release -p primetime-load-tests -- scale",
+            "active_cells": cells,
+            "tick_seconds": ticks,
+            "steady_tick_seconds": steady_median,
+            "bytes_per_cell_between_ticks": per_cell_state.round(),
+            "bytes_per_cell_peak": per_cell_peak.round(),
+            "pass_tick": ok_tick,
+            "pass_memory": ok_mem,
         }),
     )?;
     println!("wrote {}", path.display());
