@@ -78,7 +78,8 @@ struct SimulateArgs {
     #[arg(long)]
     dataset: Option<PathBuf>,
     /// Publish into Kafka (brokers host:port,…): the input topics, keyed
-    /// by region, Kafka timestamp = ingest time.
+    /// by region, Kafka timestamp = ingest time. Simulated time starts at
+    /// the wall clock unless the config file sets `[sim] start_ms`.
     #[arg(long)]
     kafka: Option<String>,
     /// With --kafka: records per second (default: as fast as possible).
@@ -301,6 +302,11 @@ fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     if args.kafka.is_some() {
         if base.kafka.create_topics {
             crate::kafka::create_topics(&base.kafka)?;
+        }
+        // Live input starts now unless the config pins the simulated clock
+        // (logs and datasets keep the fixed default start: reproducible).
+        if sim.start_ms == primetime_sim::SimConfig::default().start_ms {
+            sim.start_ms = crate::http::wall_clock_ms();
         }
         let s = crate::kafka::producer::publish_simulation(&base.kafka, sim, minutes, rate)?;
         eprintln!(
