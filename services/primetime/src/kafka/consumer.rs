@@ -210,6 +210,7 @@ impl KafkaSource {
             caught_up: vec![false; n],
             assigned: vec![false; n],
             metrics,
+            carry: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("primetime-kafka-poll".into())
@@ -275,6 +276,8 @@ struct Poller {
     caught_up: Vec<bool>,
     assigned: Vec<bool>,
     metrics: Arc<Metrics>,
+    /// Records polled while waiting to send: the start of the next batch.
+    carry: Vec<InputRecord>,
 }
 
 /// Records per channel message.
@@ -290,6 +293,7 @@ impl Poller {
         let mut last = Instant::now();
         while !self.shared.stop.load(Ordering::Relaxed) {
             self.commit_pending();
+            batch.append(&mut self.carry);
             let msg = self.consumer.poll(Duration::from_millis(20));
             let now = Instant::now();
             let elapsed = now - last;
@@ -463,13 +467,14 @@ impl Poller {
                         }
                     }
                     // Paused partitions deliver nothing; anything fetched
-                    // before the pause took effect is kept for this batch.
+                    // before the pause took effect goes first into the next
+                    // batch (whatever event is waiting here: never dropped,
+                    // or its offset would be committed unprocessed).
                     self.commit_pending();
                     if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(10)) {
-                        if let (Some(r), KafkaEvent::Records { records, .. }) =
-                            (to_record(&self.map, &m), &mut event)
-                        {
-                            records.push(r);
+                        if let Some(r) = to_record(&self.map, &m) {
+                            self.delivered(&r);
+                            self.carry.push(r);
                         }
                     }
                 }

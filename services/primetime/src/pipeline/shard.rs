@@ -141,15 +141,14 @@ impl Handler<FireTick> for ShardActor {
                 // Cells next to another shard's or another instance's
                 // regions; ownership per region is looked up once a tick.
                 let (geo, me, n) = (self.geo, self.index, self.shards);
-                let mut foreign: FxHashMap<primetime_core::RegionId, bool> = FxHashMap::default();
-                let mut is_foreign = |c: CellId| {
+                let owner = std::cell::RefCell::new(FxHashMap::default());
+                self.shard.boundary_summaries(|c| {
                     let r = geo.region_of(c);
-                    *foreign
+                    *owner
+                        .borrow_mut()
                         .entry(r)
                         .or_insert_with(|| shard_of(r, n) != me || x.is_foreign(r))
-                };
-                let cache = std::cell::RefCell::new(&mut is_foreign);
-                self.shard.boundary_summaries(|c| (cache.borrow_mut())(c))
+                })
             }
             None if self.shards == 1 => Vec::new(),
             None => {
