@@ -8,6 +8,7 @@
 //! - [`inputs`]: pipeline inputs (embedded simulator, event log);
 //! - [`kafka`]: Kafka source, price sink, dead letters, simulator publisher;
 //! - [`dataset`]: the model's training set from the simulator;
+//! - [`redis_store`]: the Redis price table (newest tick wins) and snapshots;
 //! - [`table`]: the in-memory price table HTTP reads lock-free;
 //! - [`http`]: the actix-web API;
 //! - [`metrics`]: Prometheus metrics;
@@ -23,6 +24,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod redis_store;
 pub mod replay;
 pub mod serve;
 pub mod table;

@@ -1,0 +1,1 @@
+//! Redis: the shared price table and snapshot blobs (being written).
