@@ -113,6 +113,29 @@ impl DedupSet {
         }
     }
 
+    /// Every remembered key (as stored) with its time, in table order.
+    pub fn entries(&self) -> impl Iterator<Item = (u64, i64)> + '_ {
+        self.slots
+            .iter()
+            .filter(|s| s.key != EMPTY)
+            .map(|s| (s.key, s.at))
+    }
+
+    /// A set holding exactly `entries` (as [`Self::entries`] gives them;
+    /// a repeated key keeps its last time).
+    pub fn from_entries(entries: &[(u64, i64)]) -> Self {
+        let mut set = Self::new();
+        let capacity = (entries.len() * 2 + 1).next_power_of_two().max(16);
+        if capacity > set.slots.len() {
+            set.resize(capacity);
+        }
+        for &(key, at) in entries {
+            // `i64::MAX` as cutoff: never "a duplicate", always (re)set.
+            set.check_insert(EventKey(key), at, i64::MAX);
+        }
+        set
+    }
+
     /// Forgets every key accepted before `cutoff`; shrinks the table when
     /// it is mostly empty.
     pub fn sweep(&mut self, cutoff: i64) {

@@ -326,6 +326,48 @@ impl<M: PriceModel> Engine<M> {
             .unwrap_or_default()
     }
 
+    /// The engine's state as a plain image (between two records).
+    pub fn export(&self) -> crate::snapshot::EngineImage {
+        crate::snapshot::EngineImage {
+            partitions: self.partitions.iter().map(PartitionState::export).collect(),
+            cells: self.shards.iter().flat_map(Shard::export).collect(),
+            next_tick: self.next_tick,
+            first_bucket: self.first_bucket,
+        }
+    }
+
+    /// Replaces a fresh engine's state with `image`; feeding it the
+    /// records after the image's point gives the decisions the exported
+    /// engine gives. On error the engine is unchanged.
+    pub fn import(
+        &mut self,
+        image: &crate::snapshot::EngineImage,
+    ) -> Result<(), crate::snapshot::ImageError> {
+        let n = self.shards.len();
+        let mut per_shard = vec![Vec::new(); n];
+        for c in &image.cells {
+            let shard = match CellId::from_u64(c.cell) {
+                Some(id) if n > 1 => shard_of(self.geo.region_of(id), n),
+                _ => 0,
+            };
+            per_shard[shard].push(c.clone());
+        }
+        let mut shards: Vec<Shard> = (0..n)
+            .map(|_| Shard::new(self.geo, self.config.window_params()))
+            .collect();
+        for (shard, cells) in shards.iter_mut().zip(&per_shard) {
+            shard.import(cells)?;
+        }
+        self.shards = shards;
+        let params = self.config.partition_params();
+        for (p, img) in self.partitions.iter_mut().zip(&image.partitions) {
+            *p = PartitionState::import(params, img);
+        }
+        self.next_tick = image.next_tick;
+        self.first_bucket = image.first_bucket;
+        Ok(())
+    }
+
     fn shard_index(&self, cell: CellId) -> usize {
         if self.shards.len() == 1 {
             0

@@ -13,6 +13,7 @@
 //! - [`model`]: the [`PriceModel`] seam and the formula model;
 //! - [`policy`]: guardrails, quantisation, the fallback formula;
 //! - [`engine`]: the single-threaded reference [`Engine`];
+//! - [`snapshot`]: plain images of cell and partition state (snapshots);
 //! - [`config`]: [`Config`] with documented defaults.
 
 #![forbid(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod model;
 pub mod partition;
 pub mod policy;
 pub mod record;
+pub mod snapshot;
 pub mod time;
 pub mod window;
 

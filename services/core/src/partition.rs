@@ -137,6 +137,27 @@ impl PartitionState {
         Ok(event)
     }
 
+    /// The state as a plain image (snapshots).
+    pub fn export(&self) -> crate::snapshot::PartitionImage {
+        crate::snapshot::PartitionImage {
+            max_event: self.max_event,
+            last_offset: self.last_offset,
+            seen: self.seen.entries().collect(),
+            next_sweep: self.next_sweep,
+        }
+    }
+
+    /// The state an [`Self::export`] image describes.
+    pub fn import(params: PartitionParams, image: &crate::snapshot::PartitionImage) -> Self {
+        Self {
+            params,
+            max_event: image.max_event,
+            last_offset: image.last_offset,
+            seen: DedupSet::from_entries(&image.seen),
+            next_sweep: image.next_sweep,
+        }
+    }
+
     /// Drops expired keys. Runs each time the maximum advances by
     /// [`SWEEP_INTERVAL_MS`], so its cost is spread over the events since.
     fn sweep(&mut self, max: i64) {

@@ -222,6 +222,75 @@ impl Shard {
         self.slot(cell).map(|s| self.summaries[s])
     }
 
+    /// Every active cell as a plain image (snapshots), in slot order.
+    pub fn export(&self) -> Vec<crate::snapshot::CellImage> {
+        self.cells
+            .iter()
+            .zip(&self.summaries)
+            .map(|(c, s)| crate::snapshot::CellImage {
+                cell: c.id.as_u64(),
+                buckets: c
+                    .buckets
+                    .iter()
+                    .map(|b| crate::snapshot::BucketImage {
+                        index: b.index,
+                        requests: b.requests,
+                        checks: b.checks,
+                        drivers: b.drivers.iter().map(|d| d.0).collect(),
+                        closed: b.closed,
+                    })
+                    .collect(),
+                supply: s.supply,
+                requests_5m: s.requests_5m,
+                multiplier: s.multiplier.twentieths(),
+            })
+            .collect()
+    }
+
+    /// Adds the cells of [`Self::export`] images (of this shard or of
+    /// others: a shard may import the cells of several). Checks every
+    /// image first; on error nothing is added.
+    pub fn import(
+        &mut self,
+        cells: &[crate::snapshot::CellImage],
+    ) -> Result<(), crate::snapshot::ImageError> {
+        use crate::snapshot::ImageError;
+        let mut ids = Vec::with_capacity(cells.len());
+        let mut seen = rustc_hash::FxHashSet::default();
+        for c in cells {
+            let id = CellId::from_u64(c.cell)
+                .filter(|id| id.resolution() == self.geo.price_resolution())
+                .ok_or(ImageError::BadCell(c.cell))?;
+            if !seen.insert(id) || self.index.contains_key(&id) {
+                return Err(ImageError::DuplicateCell(c.cell));
+            }
+            if c.buckets.windows(2).any(|w| w[0].index >= w[1].index) {
+                return Err(ImageError::BucketOrder(c.cell));
+            }
+            ids.push(id);
+        }
+        for (c, id) in cells.iter().zip(ids) {
+            let slot = self.insert(id);
+            self.cells[slot].buckets = c
+                .buckets
+                .iter()
+                .map(|b| Bucket {
+                    index: b.index,
+                    requests: b.requests,
+                    checks: b.checks,
+                    drivers: b.drivers.iter().map(|&d| DriverId(d)).collect(),
+                    closed: b.closed,
+                })
+                .collect();
+            self.summaries[slot] = Summary {
+                supply: c.supply,
+                requests_5m: c.requests_5m,
+                multiplier: Multiplier::from_twentieths(c.multiplier),
+            };
+        }
+        Ok(())
+    }
+
     /// A new active cell in the last slot, linked with its active
     /// neighbours.
     fn insert(&mut self, id: CellId) -> usize {
