@@ -11,6 +11,20 @@ const TICK_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
+/// Renders more metric families into the exposition.
+pub struct ExtraMetrics(pub Box<dyn Fn(&mut String) + Send + Sync>);
+
+impl std::fmt::Debug for ExtraMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraMetrics")
+    }
+}
+
+/// Writes one metric family's HELP and TYPE lines.
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 /// Every metric the service exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -39,6 +53,18 @@ pub struct Metrics {
     pub prices_published: AtomicU64,
     /// Kafka input partitions owned by this instance (−1: not on Kafka).
     pub assigned_partitions: AtomicI64,
+    /// Ticks fired but not published while rebuilding after a rewind.
+    pub ticks_suppressed: AtomicU64,
+    /// Pipeline starts by how they got their state: from a snapshot, by
+    /// rewinding the input, from the log start (or committed offsets).
+    pub starts_from_snapshot: AtomicU64,
+    pub starts_rewound: AtomicU64,
+    pub starts_fresh: AtomicU64,
+    /// Snapshots handed to the store (encoded size of the last one).
+    pub snapshots_taken: AtomicU64,
+    pub snapshot_bytes: AtomicU64,
+    /// More families (e.g. the Redis store's), rendered after these.
+    pub extra: std::sync::OnceLock<ExtraMetrics>,
     /// 1 when the configured model could not be loaded and the formula
     /// prices (fallback mode).
     model_fallback: AtomicU64,
@@ -64,6 +90,13 @@ impl Metrics {
             dead_letters: AtomicU64::new(0),
             prices_published: AtomicU64::new(0),
             assigned_partitions: AtomicI64::new(-1),
+            ticks_suppressed: AtomicU64::new(0),
+            starts_from_snapshot: AtomicU64::new(0),
+            starts_rewound: AtomicU64::new(0),
+            starts_fresh: AtomicU64::new(0),
+            snapshots_taken: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
+            extra: std::sync::OnceLock::new(),
             model_fallback: AtomicU64::new(0),
         }
     }
@@ -275,6 +308,16 @@ impl Metrics {
                 "Price updates acknowledged by Kafka.",
                 &self.prices_published,
             ),
+            (
+                "primetime_ticks_suppressed_total",
+                "Ticks fired but not published while rebuilding state after a rewind.",
+                &self.ticks_suppressed,
+            ),
+            (
+                "primetime_snapshots_taken_total",
+                "Consistent pipeline snapshots handed to the store.",
+                &self.snapshots_taken,
+            ),
         ] {
             metric(&mut out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", v.load(Relaxed));
@@ -290,6 +333,37 @@ impl Metrics {
             "primetime_kafka_assigned_partitions {}",
             self.assigned_partitions.load(Relaxed)
         );
+        metric(
+            &mut out,
+            "primetime_pipeline_starts_total",
+            "counter",
+            "Pipeline starts by where their state came from.",
+        );
+        for (from, v) in [
+            ("snapshot", &self.starts_from_snapshot),
+            ("rewind", &self.starts_rewound),
+            ("fresh", &self.starts_fresh),
+        ] {
+            let _ = writeln!(
+                out,
+                "primetime_pipeline_starts_total{{from=\"{from}\"}} {}",
+                v.load(Relaxed)
+            );
+        }
+        metric(
+            &mut out,
+            "primetime_snapshot_bytes",
+            "gauge",
+            "Encoded size of the last snapshot.",
+        );
+        let _ = writeln!(
+            out,
+            "primetime_snapshot_bytes {}",
+            self.snapshot_bytes.load(Relaxed)
+        );
+        if let Some(extra) = self.extra.get() {
+            (extra.0)(&mut out);
+        }
         out
     }
 }

@@ -110,7 +110,25 @@ where
         batch_size: config.batch_size,
         active: None,
         exchange: None,
+        snapshots: None,
+        restore: None,
+        publish_from: None,
     };
+    run_with_options(config, options, input, sink, model)
+}
+
+/// [`run`] with explicit pipeline options (snapshots, restore; tests).
+pub fn run_with_options<I, S>(
+    config: &ServiceConfig,
+    options: PipelineOptions,
+    input: I,
+    sink: S,
+    model: Arc<dyn PriceModel + Send + Sync>,
+) -> anyhow::Result<ReplaySummary>
+where
+    I: crate::pipeline::Input + 'static,
+    S: Sink + 'static,
+{
     let metrics = Arc::new(Metrics::new(config.shards));
     let core = config.core.clone();
     let started = Instant::now();

@@ -173,6 +173,9 @@ fn pipeline_options(config: &ServiceConfig, parts: &Parts) -> PipelineOptions {
         batch_size: config.batch_size,
         active: Some(Arc::clone(&parts.active)),
         exchange: None,
+        snapshots: None,
+        restore: None,
+        publish_from: None,
     }
 }
 

@@ -158,3 +158,112 @@ fn actors_equal_the_reference_engine_with_the_onnx_model() {
     let model: Arc<dyn PriceModel + Send + Sync> = Arc::new(model);
     check_equal(&records, partitions, &|| Arc::clone(&model));
 }
+
+/// Collects snapshots (round-tripped through the stored encoding).
+#[derive(Default)]
+struct Snapshots(std::sync::Mutex<Vec<primetime::pipeline::PipelineImage>>);
+
+impl primetime::pipeline::SnapshotSink for Snapshots {
+    fn write(&self, image: primetime::pipeline::PipelineImage) {
+        let bytes = postcard::to_stdvec(&image).expect("encode");
+        let image = postcard::from_bytes(&bytes).expect("decode");
+        self.0.lock().expect("lock").push(image);
+    }
+}
+
+#[test]
+fn a_pipeline_restored_from_any_snapshot_continues_with_the_same_decisions() {
+    let (records, partitions) = simulated(12);
+    let config = ServiceConfig {
+        shards: 3,
+        batch_size: 256,
+        mailbox: 4,
+        ..ServiceConfig::default()
+    };
+    let fallback = config.core.policy.fallback;
+    let model = || -> Arc<dyn PriceModel + Send + Sync> { Arc::new(FormulaModel::new(fallback)) };
+    let entries: Vec<InputRecord> = records
+        .iter()
+        .cloned()
+        .map(SimRecord::into_log_entry)
+        .collect();
+    let options =
+        |snapshots: Option<Arc<Snapshots>>, restore| primetime::pipeline::PipelineOptions {
+            shards: config.shards,
+            mailbox: config.mailbox,
+            batch_size: config.batch_size,
+            active: None,
+            exchange: None,
+            snapshots: snapshots.map(|s| primetime::pipeline::SnapshotOptions {
+                every_ticks: 3,
+                sink: s,
+            }),
+            restore,
+            publish_from: None,
+        };
+    let json = |sink: &CollectSink| -> Vec<(i64, String)> {
+        sink.0
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|d| (d.tick.0, serde_json::to_string(d).expect("json")))
+            .collect()
+    };
+    let snapshots = Arc::new(Snapshots::default());
+    let whole = CollectSink::default();
+    replay::run_with_options(
+        &config,
+        options(Some(Arc::clone(&snapshots)), None),
+        VecInput {
+            records: entries.clone().into_iter(),
+            partitions,
+        },
+        whole.clone(),
+        model(),
+    )
+    .expect("replay");
+    let whole = json(&whole);
+    let images = std::mem::take(&mut *snapshots.0.lock().expect("lock"));
+    assert!(images.len() >= 10, "only {} snapshots", images.len());
+    for image in [
+        &images[1],
+        &images[images.len() / 2],
+        &images[images.len() - 2],
+    ] {
+        let from: std::collections::HashMap<u32, i64> = image
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.next_offset))
+            .collect();
+        let rest: Vec<InputRecord> = entries
+            .iter()
+            .filter(|r| from.get(&r.partition).is_none_or(|&o| r.offset >= o))
+            .cloned()
+            .collect();
+        assert!(rest.len() < entries.len(), "the cut is after some records");
+        let restored = CollectSink::default();
+        replay::run_with_options(
+            &config,
+            options(None, Some(Arc::new(image.clone()))),
+            VecInput {
+                records: rest.into_iter(),
+                partitions,
+            },
+            restored.clone(),
+            model(),
+        )
+        .expect("restored replay");
+        let expected: Vec<_> = whole
+            .iter()
+            .filter(|(t, _)| *t > image.tick)
+            .cloned()
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(
+            json(&restored),
+            expected,
+            "restored after tick {}",
+            image.tick
+        );
+    }
+}

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::exchange::BoundaryExchange;
 use super::shard::{BoundaryView, FireTick, ShardActor};
+use super::snapshot::{CutRequest, PipelineImage, SnapshotOptions};
 use super::source::Progress;
 use crate::metrics::Metrics;
 
@@ -70,6 +71,16 @@ pub(super) struct Clock<S> {
     exchange: Option<Arc<dyn BoundaryExchange>>,
     /// Through which tick this instance's stats are published.
     covered: Option<Tick>,
+    snapshots: Option<(SnapshotOptions, std::sync::mpsc::Sender<CutRequest>)>,
+    /// Ticks before this fire (rebuilding state) but are not published.
+    publish_from: Option<i64>,
+}
+
+/// Where a restored clock starts: after `tick`, with the boundary
+/// summaries of that tick.
+pub(super) struct ClockStart {
+    pub tick: Tick,
+    pub boundary: BoundaryView,
 }
 
 impl<S: Sink> Clock<S> {
@@ -79,18 +90,27 @@ impl<S: Sink> Clock<S> {
         metrics: Arc<Metrics>,
         bucket_ms: i64,
         exchange: Option<Arc<dyn BoundaryExchange>>,
+        start: Option<ClockStart>,
+        snapshots: Option<(SnapshotOptions, std::sync::mpsc::Sender<CutRequest>)>,
+        publish_from: Option<Tick>,
     ) -> Self {
+        let (next_tick, covered, boundary) = match start {
+            Some(s) => (Some(s.tick.0 + 1), Some(s.tick), s.boundary),
+            None => (None, None, BoundaryView::default()),
+        };
         Self {
             shards,
             sink,
             metrics,
             bucket_ms,
-            next_tick: None,
+            next_tick,
             active_cells: 0,
-            boundary: Arc::new(BoundaryView::default()),
+            boundary: Arc::new(boundary),
             summary: ClockSummary::default(),
             exchange,
-            covered: None,
+            covered,
+            snapshots,
+            publish_from: publish_from.map(|t| t.0),
         }
     }
 
@@ -158,6 +178,7 @@ impl<S: Sink> Clock<S> {
             };
             self.fire(Tick(k), foreign).await?;
             self.next_tick = Some(k + 1);
+            self.snapshot(k).await;
             if self.active_cells == 0 {
                 if wm == Watermark::MAX {
                     return Ok(());
@@ -187,6 +208,42 @@ impl<S: Sink> Clock<S> {
             x.publish(self.covered, Tick(end), &[]);
             self.covered = Some(Tick(end));
         }
+    }
+
+    /// After tick `k` (a multiple of the interval): a consistent cut (see
+    /// [`super::snapshot`]). Waits for the source's half only; the shards'
+    /// cells are collected by a task while the next ticks fire.
+    async fn snapshot(&mut self, k: i64) {
+        let Some((options, cuts)) = &self.snapshots else {
+            return;
+        };
+        if options.every_ticks <= 0 || k % options.every_ticks != 0 {
+            return;
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if cuts.send(CutRequest { tick: k, reply }).is_err() {
+            return;
+        }
+        // An error: the source stopped (end of input or shutdown).
+        let Ok(cut) = rx.await else { return };
+        let sink = Arc::clone(&options.sink);
+        actix_rt::spawn(async move {
+            let mut cells = Vec::new();
+            for rx in cut.cells {
+                match rx.await {
+                    Ok(c) => cells.extend(c),
+                    // A shard stopped: the pipeline is ending.
+                    Err(_) => return,
+                }
+            }
+            sink.write(PipelineImage {
+                tick: k,
+                watermark: cut.watermark,
+                min_bucket: cut.min_bucket,
+                partitions: cut.partitions,
+                cells,
+            });
+        });
     }
 
     async fn fire(&mut self, tick: Tick, foreign: Vec<(CellId, Summary)>) -> anyhow::Result<()> {
@@ -226,8 +283,18 @@ impl<S: Sink> Clock<S> {
             summaries: cells.into_iter().collect(),
         };
         decisions.sort_unstable_by_key(|d| d.cell);
-        self.sink
-            .publish(tick, tick.end_ms(self.bucket_ms), &decisions)?;
+        if self.publish_from.is_some_and(|f| tick.0 < f) {
+            // Rebuilding state after a rewind: these ticks were published
+            // before, from complete state; publishing them again from the
+            // rebuilt (partial) state would conflict.
+            self.metrics
+                .ticks_suppressed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            decisions.clear();
+        } else {
+            self.sink
+                .publish(tick, tick.end_ms(self.bucket_ms), &decisions)?;
+        }
         self.boundary = Arc::new(boundary);
         self.active_cells = active;
         self.summary.ticks += 1;

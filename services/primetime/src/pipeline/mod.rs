@@ -22,6 +22,7 @@
 pub mod clock;
 pub mod exchange;
 pub mod shard;
+pub mod snapshot;
 pub mod source;
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use tokio::sync::watch;
 pub use clock::{ClockSummary, Sink};
 pub use exchange::BoundaryExchange;
 use shard::ShardActor;
+pub use snapshot::{PipelineImage, SnapshotOptions, SnapshotSink};
 pub use source::{Input, InputRecord, Poll, SourceSummary};
 
 use crate::metrics::Metrics;
@@ -47,6 +49,14 @@ pub struct PipelineOptions {
     pub active: Option<Arc<crate::table::ActiveView>>,
     /// Other instances own some partitions: exchange boundary cells.
     pub exchange: Option<Arc<dyn BoundaryExchange>>,
+    /// Take consistent snapshots.
+    pub snapshots: Option<SnapshotOptions>,
+    /// Start from this image instead of empty (the input must deliver
+    /// each partition from the image's offset).
+    pub restore: Option<Arc<PipelineImage>>,
+    /// Fire, but do not publish, ticks before this one (rebuilding state
+    /// from a rewound input).
+    pub publish_from: Option<Tick>,
 }
 
 /// A running pipeline.
@@ -77,9 +87,35 @@ impl Pipeline {
         let n = options.shards.max(1);
         let mut arbiters = Vec::with_capacity(n);
         let mut addrs: Vec<Addr<ShardActor>> = Vec::with_capacity(n);
-        for i in 0..n {
+        let mut shards: Vec<Shard> = (0..n)
+            .map(|_| Shard::new(geo, core.window_params()))
+            .collect();
+        let mut start = None;
+        if let Some(img) = &options.restore {
+            let mut per_shard = vec![Vec::new(); n];
+            for c in &img.cells {
+                let shard = match primetime_core::CellId::from_u64(c.cell) {
+                    Some(id) => primetime_core::shard_of(geo.region_of(id), n),
+                    None => anyhow::bail!("snapshot cell {:#x} is not an H3 cell", c.cell),
+                };
+                per_shard[shard].push(c.clone());
+            }
+            let mut boundary = shard::BoundaryView::default();
+            for (i, (shard, cells)) in shards.iter_mut().zip(&per_shard).enumerate() {
+                shard.import(cells)?;
+                boundary
+                    .summaries
+                    .extend(shard.boundary_summaries(|c| {
+                        primetime_core::shard_of(geo.region_of(c), n) != i
+                    }));
+            }
+            start = Some(clock::ClockStart {
+                tick: Tick(img.tick),
+                boundary,
+            });
+        }
+        for (i, shard) in shards.into_iter().enumerate() {
             let arbiter = Arbiter::new();
-            let shard = Shard::new(geo, core.window_params());
             let pricer = TickPricer::new(Policy::new(core.policy), model.version());
             let (model, metrics, mailbox) =
                 (Arc::clone(&model), Arc::clone(&metrics), options.mailbox);
@@ -93,15 +129,34 @@ impl Pipeline {
             addrs.push(addr);
         }
         let (progress_tx, progress_rx) = watch::channel(source::Progress::default());
+        let (snapshots, cuts) = match &options.snapshots {
+            Some(s) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                (Some((s.clone(), tx)), Some(rx))
+            }
+            None => (None, None),
+        };
         let clock = clock::Clock::new(
             addrs.clone(),
             sink,
             Arc::clone(&metrics),
             core.bucket_ms,
             options.exchange.clone(),
+            start,
+            snapshots,
+            options.publish_from,
         );
         let clock = actix_rt::spawn(clock.run(progress_rx));
-        let src = source::Source::new(core, geo, addrs, options.batch_size, metrics, progress_tx);
+        let src = source::Source::new(
+            core,
+            geo,
+            addrs,
+            options.batch_size,
+            metrics,
+            progress_tx,
+            cuts,
+            options.restore.as_deref(),
+        );
         let source = std::thread::Builder::new()
             .name("primetime-source".into())
             .spawn(move || src.run(input))?;

@@ -24,6 +24,14 @@ pub struct EventBatch {
     pub events: Vec<ValidEvent>,
 }
 
+/// A snapshot barrier: export the cells (every batch the source sent
+/// before it has been applied) and send them on `reply`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Barrier {
+    pub reply: tokio::sync::oneshot::Sender<Vec<primetime_core::snapshot::CellImage>>,
+}
+
 /// The tick `k-1` summaries of every boundary cell of every shard.
 #[derive(Debug, Default, Clone)]
 pub struct BoundaryView {
@@ -117,6 +125,16 @@ impl Handler<EventBatch> for ShardActor {
             self.shard.apply(event);
         }
         self.metrics.mailbox_depth[self.index].fetch_sub(1, Relaxed);
+    }
+}
+
+impl Handler<Barrier> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, barrier: Barrier, _: &mut Context<Self>) {
+        self.metrics.mailbox_depth[self.index].fetch_sub(1, Relaxed);
+        // The clock may have given up on the snapshot: nothing to do.
+        let _ = barrier.reply.send(self.shard.export());
     }
 }
 

@@ -14,7 +14,8 @@ use primetime_core::{
 };
 use tokio::sync::watch;
 
-use super::shard::{EventBatch, ShardActor};
+use super::shard::{Barrier, EventBatch, ShardActor};
+use super::snapshot::{CutRequest, PipelineImage, SourceCut, SourcePartitionImage};
 use crate::metrics::Metrics;
 
 /// One input record as a source delivers it: where it came from, its
@@ -71,6 +72,13 @@ pub trait Input: Send {
     /// The newest tick whose decisions are durably published; `None` for
     /// inputs that commit nothing.
     fn durable_tick(&self) -> Option<Tick> {
+        None
+    }
+
+    /// Where this input started reading `partition` (the next offset it
+    /// delivers if no record of it was read yet); `None` for partitions
+    /// not read here and inputs without offsets. Snapshots record it.
+    fn start_offset(&self, _partition: u32) -> Option<i64> {
         None
     }
 
@@ -172,6 +180,10 @@ pub(super) struct Source {
     progress_tx: watch::Sender<Progress>,
     progress: Progress,
     summary: SourceSummary,
+    /// The clock's snapshot requests.
+    cuts: Option<std::sync::mpsc::Receiver<CutRequest>>,
+    /// Partition state to start from.
+    restore: Vec<SourcePartitionImage>,
 }
 
 impl Source {
@@ -182,7 +194,17 @@ impl Source {
         batch_size: usize,
         metrics: Arc<Metrics>,
         progress_tx: watch::Sender<Progress>,
+        cuts: Option<std::sync::mpsc::Receiver<CutRequest>>,
+        restore: Option<&PipelineImage>,
     ) -> Self {
+        let progress = match restore {
+            Some(img) => Progress {
+                watermark: Watermark(img.watermark),
+                min_bucket: img.min_bucket,
+                finished: false,
+            },
+            None => Progress::default(),
+        };
         Self {
             validator: Validator::new(geo, core.max_future_skew_ms, core.max_event_delay_ms),
             geo,
@@ -193,8 +215,10 @@ impl Source {
             batch_size: batch_size.max(1),
             metrics,
             progress_tx,
-            progress: Progress::default(),
+            progress,
             summary: SourceSummary::default(),
+            cuts,
+            restore: restore.map(|i| i.partitions.clone()).unwrap_or_default(),
         }
     }
 
@@ -205,11 +229,27 @@ impl Source {
             .map(|_| PartitionState::new(self.partition_params))
             .collect();
         let mut commits: Vec<CommitTracker> = (0..n).map(|_| CommitTracker::default()).collect();
+        for img in std::mem::take(&mut self.restore) {
+            let i = img.partition as usize;
+            if i >= partitions.len() {
+                anyhow::bail!("snapshot partition {} outside 0..{n}", img.partition);
+            }
+            partitions[i] = PartitionState::import(self.partition_params, &img.state);
+            commits[i] = CommitTracker {
+                max_bucket: img.max_bucket,
+                marks: img.marks.into(),
+                next_offset: Some(img.next_offset),
+                committed: img.committed,
+            };
+        }
         let mut was_idle = vec![false; n as usize];
         let mut committed_tick: Option<Tick> = None;
         let mut offsets = Vec::new();
         let mut records = Vec::new();
         loop {
+            // Between polls every batch is enqueued and the progress
+            // published: a consistent place to cut.
+            self.serve_cuts(&partitions, &commits, &input)?;
             records.clear();
             let poll = input.poll(&mut records)?;
             if poll == Poll::Stop {
@@ -345,6 +385,53 @@ impl Source {
         }
     }
 
+    /// Answers the clock's snapshot requests: a barrier into every shard
+    /// mailbox (behind every batch sent so far), and the partitions' state.
+    fn serve_cuts<I: Input>(
+        &mut self,
+        partitions: &[PartitionState],
+        commits: &[CommitTracker],
+        input: &I,
+    ) -> anyhow::Result<()> {
+        let requests: Vec<CutRequest> = match &self.cuts {
+            Some(rx) => rx.try_iter().collect(),
+            None => return Ok(()),
+        };
+        for req in requests {
+            let mut cells = Vec::with_capacity(self.shards.len());
+            for shard in 0..self.shards.len() {
+                let (reply, rx) = tokio::sync::oneshot::channel();
+                self.send(shard, Barrier { reply })?;
+                cells.push(rx);
+            }
+            let parts = partitions
+                .iter()
+                .zip(commits)
+                .enumerate()
+                .filter_map(|(i, (p, c))| {
+                    let next_offset = c.next_offset.or_else(|| input.start_offset(i as u32))?;
+                    Some(SourcePartitionImage {
+                        partition: i as u32,
+                        next_offset,
+                        state: p.export(),
+                        marks: c.marks.iter().copied().collect(),
+                        max_bucket: c.max_bucket,
+                        committed: c.committed,
+                    })
+                })
+                .collect();
+            tracing::debug!(tick = req.tick, "snapshot cut");
+            // The clock may be gone (stopping): then there is no snapshot.
+            let _ = req.reply.send(SourceCut {
+                watermark: self.progress.watermark.0,
+                min_bucket: self.progress.min_bucket,
+                partitions: parts,
+                cells,
+            });
+        }
+        Ok(())
+    }
+
     /// Sends the shard's pending batch, waiting while its mailbox is full
     /// (backpressure: the source, not memory, absorbs overload).
     fn flush(&mut self, shard: usize) -> anyhow::Result<()> {
@@ -355,8 +442,17 @@ impl Source {
             &mut self.batches[shard],
             Vec::with_capacity(self.batch_size),
         );
+        self.send(shard, EventBatch { events })
+    }
+
+    /// Enqueues `msg` in the shard's mailbox, waiting while it is full.
+    fn send<M>(&self, shard: usize, msg: M) -> anyhow::Result<()>
+    where
+        M: actix::Message<Result = ()> + Send + 'static,
+        ShardActor: actix::Handler<M>,
+    {
         self.metrics.mailbox_depth[shard].fetch_add(1, Relaxed);
-        let mut msg = EventBatch { events };
+        let mut msg = msg;
         let mut waited = false;
         loop {
             match self.shards[shard].try_send(msg) {
