@@ -65,6 +65,10 @@ struct ServeArgs {
     /// Create missing Kafka topics at start (prices compacted).
     #[arg(long, env = "PRIMETIME_CREATE_TOPICS")]
     create_topics: bool,
+    /// Redis URL (redis://host:port/db), with --kafka: the shared price
+    /// table and snapshots for fast restarts.
+    #[arg(long, env = "PRIMETIME_REDIS")]
+    redis: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +197,7 @@ fn serve_config(args: &ServeArgs) -> Result<ServiceConfig, ConfigErrors> {
         kafka_brokers: args.kafka.clone(),
         kafka_group: args.group.clone(),
         create_topics: args.create_topics,
+        redis_url: args.redis.clone(),
     };
     load(args.config.as_ref(), overrides, problems)
 }

@@ -52,6 +52,9 @@ pub struct ServiceConfig {
     /// Kafka input and output; `brokers` empty (the default) = embedded
     /// mode.
     pub kafka: crate::kafka::KafkaConfig,
+    /// Redis: the shared price table and snapshots; `url` empty (the
+    /// default) = none. Used in Kafka mode.
+    pub redis: crate::redis_store::RedisConfig,
     /// The embedded city simulator (source when no Kafka is configured).
     /// Default: the simulator's defaults, with a bigger stadium crowd
     /// (4,000 riders) leaving 2 s after start, so a fresh `serve` shows a
@@ -75,6 +78,7 @@ impl Default for ServiceConfig {
             model: DEFAULT_MODEL.to_owned(),
             core: primetime_core::Config::default(),
             kafka: crate::kafka::KafkaConfig::default(),
+            redis: crate::redis_store::RedisConfig::default(),
             sim: embedded_sim(),
         }
     }
@@ -106,6 +110,7 @@ pub struct Overrides {
     pub kafka_brokers: Option<String>,
     pub kafka_group: Option<String>,
     pub create_topics: bool,
+    pub redis_url: Option<String>,
 }
 
 impl ServiceConfig {
@@ -141,6 +146,9 @@ impl ServiceConfig {
         }
         if overrides.create_topics {
             config.kafka.create_topics = true;
+        }
+        if let Some(v) = &overrides.redis_url {
+            config.redis.url.clone_from(v);
         }
         config.validate()?;
         Ok(config)
@@ -209,6 +217,13 @@ impl ServiceConfig {
             problems.extend(crate::config::sim_problems(&e));
         }
         problems.extend(self.kafka.problems());
+        problems.extend(self.redis.problems());
+        if self.redis.enabled() && !self.kafka.enabled() {
+            problems.push(
+                "redis.url: Redis is used in Kafka mode only (set kafka.brokers, or leave redis.url empty)"
+                    .to_owned(),
+            );
+        }
         if problems.is_empty() {
             Ok(())
         } else {

@@ -8,6 +8,8 @@
 //! - [`inputs`]: pipeline inputs (embedded simulator, event log);
 //! - [`kafka`]: Kafka source, price sink, dead letters, simulator publisher;
 //! - [`dataset`]: the model's training set from the simulator;
+//! - [`recovery`]: snapshots in Redis, epoch plans (restore, rewind), the
+//!   Redis price sink;
 //! - [`redis_store`]: the Redis price table (newest tick wins) and snapshots;
 //! - [`table`]: the in-memory price table HTTP reads lock-free;
 //! - [`http`]: the actix-web API;
@@ -24,6 +26,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod recovery;
 pub mod redis_store;
 pub mod replay;
 pub mod serve;

@@ -12,10 +12,13 @@ use primetime_sim::{SimConfig, Simulator};
 use crate::config::ServiceConfig;
 use crate::http::{self, AppState, Limits, wall_clock_ms};
 use crate::inputs::SimInput;
+use crate::kafka::consumer::Resumed;
 use crate::kafka::exchange::KafkaExchange;
 use crate::kafka::{self, consumer::KafkaSource, producer::DeadLetters, producer::PricePublisher};
 use crate::metrics::Metrics;
-use crate::pipeline::{Pipeline, PipelineOptions, Sink};
+use crate::pipeline::{Pipeline, PipelineOptions, Sink, SnapshotOptions};
+use crate::recovery::{RedisPriceSink, SnapshotWriter};
+use crate::redis_store::RedisStore;
 use crate::table::{ActiveView, PriceTable};
 
 /// Publishes each tick into the in-memory price table.
@@ -66,6 +69,8 @@ struct Parts {
     active: Arc<ActiveView>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
+    /// Set in Kafka mode with Redis (HTTP reads other instances' cells).
+    remote: Arc<std::sync::OnceLock<http::RemotePrices>>,
 }
 
 async fn run(config: ServiceConfig) -> anyhow::Result<()> {
@@ -78,6 +83,7 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
         active: Arc::new(ActiveView::new(config.shards)),
         metrics,
         stop: Arc::new(AtomicBool::new(false)),
+        remote: Arc::default(),
     };
     let kafka = config.kafka.enabled();
     let (runner, mode) = if kafka {
@@ -113,6 +119,7 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
             stale_after_ms: config.stale_after_ms,
         },
         now_ms: Arc::new(wall_clock_ms),
+        remote: Arc::clone(&parts.remote),
     };
     let addr = config.socket_addr();
     let server = HttpServer::new(move || {
@@ -201,13 +208,28 @@ fn start_embedded(
     Ok((pipeline, stadium))
 }
 
-/// Kafka mode: one pipeline per partition assignment ("epoch"); a
-/// rebalance after records were consumed starts the next epoch from the
-/// committed offsets.
+/// Kafka mode: one pipeline per partition assignment ("epoch"). Between
+/// epochs the consumer is halted and each epoch is planned (see
+/// [`crate::recovery`]): restored from a snapshot in Redis, rewound, or
+/// read from the committed offsets.
 async fn run_kafka(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
     let k = config.kafka.clone();
     let metrics = Arc::clone(&parts.metrics);
     let stop = Arc::clone(&parts.stop);
+    let store = match config.redis.enabled() {
+        true => {
+            let store = RedisStore::start(&config.redis).context("redis")?;
+            let extra = store.clone();
+            let _ = parts
+                .metrics
+                .extra
+                .set(crate::metrics::ExtraMetrics(Box::new(move |out| {
+                    crate::recovery::render_redis_metrics(&extra, out)
+                })));
+            Some(store)
+        }
+        false => None,
+    };
     // Broker round trips at start-up run off the reactor.
     let (publisher, source, exchange) = tokio::task::spawn_blocking(move || {
         if k.create_topics {
@@ -225,20 +247,102 @@ async fn run_kafka(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
     let sink = publisher
         .sink()
         .ok_or_else(|| anyhow::anyhow!("kafka publisher already stopped"))?;
+    let per_topic = source.partition_map().per_topic;
+    let fingerprint = crate::recovery::fingerprint(&config.core, parts.model.version(), per_topic);
+    let snapshots = match &store {
+        Some(s) if config.redis.snapshot_every_ticks > 0 => Some(SnapshotOptions {
+            every_ticks: config.redis.snapshot_every_ticks,
+            sink: Arc::new(SnapshotWriter::start(
+                s.clone(),
+                config.kafka.group_id.clone(),
+                config.core.geo(),
+                per_topic,
+                fingerprint,
+                Arc::clone(&parts.metrics),
+            )?),
+        }),
+        _ => None,
+    };
+    let complete = Arc::new(AtomicBool::new(false));
+    if let Some(store) = &store {
+        let (assignment, geo) = (source.assignment(), config.core.geo());
+        let _ = parts.remote.set(http::RemotePrices {
+            store: store.clone(),
+            owned: Arc::new(move |cell| {
+                let key = geo.region_of(cell).to_string();
+                assignment.is_owned(kafka::partition_for_key(key.as_bytes(), per_topic))
+            }),
+            complete: Arc::clone(&complete),
+        });
+    }
+    let source = Arc::new(source);
     let mut epoch = 0u32;
     let result = loop {
         epoch += 1;
         exchange.set_epoch(epoch);
+        let (plan, start) = {
+            let (source, store, core, group) = (
+                Arc::clone(&source),
+                store.clone(),
+                config.core.clone(),
+                config.kafka.group_id.clone(),
+            );
+            let planned = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+                let mut info = source.halt()?;
+                loop {
+                    let plan = crate::recovery::plan_epoch(
+                        &info,
+                        per_topic,
+                        store.as_ref(),
+                        &group,
+                        &core,
+                        fingerprint,
+                    );
+                    match source.resume(plan.positions.clone())? {
+                        Resumed::Started(offsets) => return Ok((plan, offsets)),
+                        Resumed::Replan(again) => info = again,
+                    }
+                }
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("epoch planning task: {e}"))?;
+            match planned {
+                Ok(p) => p,
+                Err(_) if parts.stop.load(Ordering::Relaxed) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        let counter = match plan.how {
+            "snapshot" => &parts.metrics.starts_from_snapshot,
+            "rewind" => &parts.metrics.starts_rewound,
+            _ => &parts.metrics.starts_fresh,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        complete.store(plan.complete, Ordering::Relaxed);
+        tracing::info!(
+            epoch,
+            from = plan.how,
+            restored_tick = plan.restore.as_ref().map(|i| i.tick),
+            publish_from = plan.publish_from.map(|t| t.0),
+            partitions = start.len(),
+            "pipeline epoch starts"
+        );
         let options = PipelineOptions {
             exchange: Some(Arc::clone(&exchange) as Arc<dyn crate::pipeline::BoundaryExchange>),
+            snapshots: snapshots.clone(),
+            restore: plan.restore.clone(),
+            publish_from: plan.publish_from,
             ..pipeline_options(&config, &parts)
         };
         let pipeline = Pipeline::start(
             &config.core,
             &options,
             Arc::clone(&parts.model),
-            source.input(),
-            (TableSink::new(Arc::clone(&parts.table)), sink.clone()),
+            source.input(start),
+            (
+                TableSink::new(Arc::clone(&parts.table)),
+                (sink.clone(), store.clone().map(RedisPriceSink::new)),
+            ),
             Arc::clone(&parts.metrics),
         )?;
         match pipeline.wait().await {
@@ -262,6 +366,9 @@ async fn run_kafka(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
         exchange.shutdown();
         drop(source);
         publisher.shutdown();
+        if let Some(store) = store {
+            store.shutdown();
+        }
     })
     .await
     .map_err(|e| anyhow::anyhow!("kafka shutdown task: {e}"))?;

@@ -87,6 +87,7 @@ fn fixture() -> Fixture {
             stale_after_ms: 30_000,
         },
         now_ms: Arc::new(move || clock.load(Ordering::Relaxed)),
+        remote: Arc::default(),
     };
     Fixture { state, now, last }
 }

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::{AppState, MAX_BATCH};
 use crate::table::PricedCell;
+use std::sync::Arc;
 
 /// The price of one location or cell.
 #[derive(Debug, Serialize)]
@@ -42,6 +43,108 @@ fn status(state: &AppState) -> Status {
         tick: state.table.last_tick(),
         model_version: state.table.model_version(),
         stale,
+    }
+}
+
+/// A decision read back from the shared Redis table.
+struct RemoteDecision {
+    multiplier: f64,
+    tick: Tick,
+    model_version: String,
+    explanation: Value,
+}
+
+/// Where a cell's answer comes from.
+enum Found<'a> {
+    Local(Option<&'a PricedCell>),
+    /// `None`: Redis has no decision for the cell (it is at 1.0).
+    Remote(Option<&'a RemoteDecision>),
+    /// Redis was needed but failed: the local answer, marked stale.
+    Degraded(Option<&'a PricedCell>),
+}
+
+/// Decisions for `cells`: from memory, or from Redis for cells another
+/// instance owns (or that memory may lack after a restart). A Redis that
+/// fails degrades to the memory answer marked stale: never an error.
+struct Lookup {
+    local: Vec<Option<Arc<PricedCell>>>,
+    /// Per cell: `None` = answered locally; `Some(Ok(d))` from Redis;
+    /// `Some(Err(()))` Redis failed.
+    remote: Vec<Option<Result<Option<RemoteDecision>, ()>>>,
+}
+
+impl Lookup {
+    fn found(&self, i: usize) -> Found<'_> {
+        let local = self.local[i].as_deref();
+        match &self.remote[i] {
+            None => Found::Local(local),
+            Some(Ok(d)) => Found::Remote(d.as_ref()),
+            Some(Err(())) => Found::Degraded(local),
+        }
+    }
+}
+
+async fn lookup(state: &AppState, cells: &[CellId]) -> Lookup {
+    let local: Vec<_> = cells.iter().map(|c| state.table.get(*c)).collect();
+    let mut remote: Vec<Option<Result<Option<RemoteDecision>, ()>>> =
+        (0..cells.len()).map(|_| None).collect();
+    let Some(r) = state.remote.get() else {
+        return Lookup { local, remote };
+    };
+    let complete = r.complete.load(std::sync::atomic::Ordering::Relaxed);
+    let wanted: Vec<usize> = (0..cells.len())
+        .filter(|&i| !(r.owned)(cells[i]) || (local[i].is_none() && !complete))
+        .collect();
+    if wanted.is_empty() {
+        return Lookup { local, remote };
+    }
+    let keys: Vec<String> = wanted.iter().map(|&i| cells[i].to_string()).collect();
+    let store = r.store.clone();
+    // Blocking Redis I/O off the reactor.
+    let read = web::block(move || store.get_prices(&keys)).await;
+    match read {
+        Ok(Ok(prices)) => {
+            for (&i, p) in wanted.iter().zip(prices) {
+                remote[i] = Some(Ok(p.and_then(|p| decode_remote(&p.payload))));
+            }
+        }
+        _ => {
+            for &i in &wanted {
+                remote[i] = Some(Err(()));
+            }
+        }
+    }
+    Lookup { local, remote }
+}
+
+fn decode_remote(payload: &[u8]) -> Option<RemoteDecision> {
+    use prost::Message as _;
+    let u = primetime_proto::v1::PriceUpdate::decode(payload).ok()?;
+    Some(RemoteDecision {
+        multiplier: u.multiplier,
+        tick: Tick(u.tick),
+        model_version: u.model_version,
+        explanation: serde_json::from_str(&u.explanation).unwrap_or(Value::Null),
+    })
+}
+
+fn answer_found<'a>(cell: CellId, found: &Found<'a>, s: &'a Status) -> PriceAnswer<'a> {
+    match found {
+        Found::Local(p) => answer(cell, *p, s),
+        Found::Degraded(p) => PriceAnswer {
+            stale: true,
+            ..answer(cell, *p, s)
+        },
+        Found::Remote(None) => answer(cell, None, s),
+        Found::Remote(Some(d)) => PriceAnswer {
+            cell,
+            multiplier: d.multiplier,
+            priced: true,
+            since_tick: Some(d.tick),
+            tick: s.tick,
+            model_version: &d.model_version,
+            stale: s.stale,
+        },
     }
 }
 
@@ -105,8 +208,8 @@ pub async fn price(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
     let lng = coordinate("lng", param(&pairs, "lng")?.parse().ok(), 180.0)?;
     let cell = cell_at(&state, lat, lng, "lat")?;
     let s = status(&state);
-    let priced = state.table.get(cell);
-    Ok(HttpResponse::Ok().json(answer(cell, priced.as_deref(), &s)))
+    let found = lookup(&state, &[cell]).await;
+    Ok(HttpResponse::Ok().json(answer_found(cell, &found.found(0), &s)))
 }
 
 /// `POST /v1/prices` with `{"locations": [{"lat": .., "lng": ..}, ...]}`
@@ -141,11 +244,11 @@ pub async fn prices(
         _ => batch_cells_slow(&state, &body)?,
     };
     let s = status(&state);
-    let priced: Vec<_> = cells.iter().map(|c| state.table.get(*c)).collect();
+    let found = lookup(&state, &cells).await;
     let answers: Vec<PriceAnswer> = cells
         .iter()
-        .zip(&priced)
-        .map(|(c, p)| answer(*c, p.as_deref(), &s))
+        .enumerate()
+        .map(|(i, c)| answer_found(*c, &found.found(i), &s))
         .collect();
     Ok(HttpResponse::Ok().json(json!({
         "prices": answers,
@@ -203,16 +306,19 @@ pub async fn cell(
         .parse_cell(&text)
         .map_err(|e| ApiError::field("cell", e.to_string()))?;
     let s = status(&state);
-    let priced = state.table.get(cell);
-    let explanation = priced.as_ref().map(|p| &p.decision.explanation);
+    let looked = lookup(&state, &[cell]).await;
+    let found = looked.found(0);
+    let explanation = match &found {
+        Found::Local(p) | Found::Degraded(p) => p
+            .map(|p| serde_json::to_value(&p.decision.explanation).unwrap_or(Value::Null))
+            .unwrap_or(Value::Null),
+        Found::Remote(d) => d.map(|d| d.explanation.clone()).unwrap_or(Value::Null),
+    };
     let (lat, lng) = cell.center();
-    let mut body = serde_json::to_value(answer(cell, priced.as_deref(), &s))
+    let mut body = serde_json::to_value(answer_found(cell, &found, &s))
         .map_err(|e| ApiError::Read(e.to_string()))?;
     if let Value::Object(map) = &mut body {
-        map.insert(
-            "explanation".into(),
-            serde_json::to_value(explanation).unwrap_or(Value::Null),
-        );
+        map.insert("explanation".into(), explanation);
         map.insert("lat".into(), json!(lat));
         map.insert("lng".into(), json!(lng));
     }
@@ -310,11 +416,15 @@ pub async fn healthz() -> HttpResponse {
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let s = status(&state);
     let mut reasons = Vec::new();
-    let degraded: Vec<&str> = if state.metrics.model_fallback() {
-        vec!["model: fallback formula (see logs)"]
-    } else {
-        Vec::new()
-    };
+    let mut degraded: Vec<&str> = Vec::new();
+    if state.metrics.model_fallback() {
+        degraded.push("model: fallback formula (see logs)");
+    }
+    if state.remote.get().is_some_and(|r| !r.store.is_up()) {
+        degraded.push(
+            "redis: unreachable (prices and snapshots queued until it returns; other instances' cells answered from memory, marked stale)",
+        );
+    }
     if s.tick.is_none() {
         reasons.push("no tick fired yet");
     } else if s.stale {

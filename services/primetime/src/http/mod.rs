@@ -41,6 +41,21 @@ pub struct AppState {
     pub geo: Geo,
     pub limits: Limits,
     pub now_ms: Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// Set in Kafka mode with Redis: the shared price table.
+    pub remote: Arc<std::sync::OnceLock<RemotePrices>>,
+}
+
+/// The shared Redis price table, for cells this instance does not own
+/// (or does not know completely after a restart).
+#[derive(Clone)]
+pub struct RemotePrices {
+    pub store: crate::redis_store::RedisStore,
+    /// Whether this instance owns (prices) the cell now.
+    pub owned: Arc<dyn Fn(primetime_core::CellId) -> bool + Send + Sync>,
+    /// The in-memory table holds every owned cell's current decision
+    /// (false after a restore or rewind: cells unchanged since are only in
+    /// Redis).
+    pub complete: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Wall clock in ms since the Unix epoch.

@@ -13,14 +13,18 @@
 //!   when it is not assigned here. A partition with a backlog is never
 //!   idle, however slow the fetches. Idle flags travel with the records,
 //!   so the source sees them in order.
-//! - Rebalances: an assignment change before any record was consumed just
-//!   updates the assignment. After records were consumed, the source stops
-//!   (an "epoch" ends) and `serve` starts a fresh pipeline from the
-//!   committed offsets for the new assignment.
+//! - Epochs: `serve` runs one pipeline per assignment. Between two, it
+//!   [`KafkaSource::halt`]s the polling thread (records still queued are
+//!   dropped, partitions paused), plans where each partition starts (a
+//!   snapshot's offsets, a rewind by time, or the committed offset) and
+//!   [`KafkaSource::resume`]s it there. Any assignment change during an
+//!   epoch ends it.
 //! - Commits: the source hands over offsets that are safe (their effects
-//!   are in a durably published tick); the polling thread commits them.
+//!   are in a durably published tick); the polling thread commits them,
+//!   with the durable tick as commit metadata (`durable_tick=K`), which a
+//!   rewind after a crash reads to know what was published.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,6 +54,49 @@ enum KafkaEvent {
     Revoked(Vec<u32>),
     /// The consumer failed for good.
     Fatal(String),
+    /// Halted for epoch `generation` (again, if the assignment changed
+    /// while halted).
+    Halted(u64, HaltInfo),
+    /// Resumed for epoch `generation` at these offsets.
+    Started(u64, Vec<(u32, i64)>),
+}
+
+/// What a halted consumer owns and has committed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HaltInfo {
+    /// Assigned pipeline partitions.
+    pub assigned: Vec<u32>,
+    /// Per assigned partition: the committed offset and the durable tick
+    /// of that commit (its metadata), when there are.
+    pub committed: Vec<(u32, Option<i64>, Option<i64>)>,
+}
+
+/// Where an epoch starts reading a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// This offset (a snapshot's).
+    Offset(i64),
+    /// The group's committed offset (the log start without one).
+    Committed,
+    /// The first record with a timestamp at or after this (ms), but no
+    /// later than the committed offset: a rewind.
+    Time(i64),
+}
+
+/// Result of [`KafkaSource::resume`].
+#[derive(Debug)]
+pub enum Resumed {
+    /// Reading from these offsets.
+    Started(Vec<(u32, i64)>),
+    /// The assignment changed while halted: plan again.
+    Replan(HaltInfo),
+}
+
+/// What `serve` asks of the polling thread.
+#[derive(Debug)]
+enum Control {
+    Halt(u64),
+    Start(u64, std::collections::BTreeMap<u32, StartAt>),
 }
 
 /// Rebalance callbacks run inside `poll` on the polling thread; they only
@@ -147,6 +194,8 @@ struct Shared {
     durable_tick: Arc<AtomicI64>,
     dead_letters: Mutex<DeadLetters>,
     metrics: Arc<Metrics>,
+    control: Mutex<Option<Control>>,
+    generation: AtomicU64,
 }
 
 /// The running consumer: its polling thread and what each pipeline epoch
@@ -198,6 +247,8 @@ impl KafkaSource {
             durable_tick,
             dead_letters: Mutex::new(dead_letters),
             metrics: Arc::clone(&metrics),
+            control: Mutex::new(None),
+            generation: AtomicU64::new(0),
         });
         let poller = Poller {
             consumer,
@@ -211,6 +262,7 @@ impl KafkaSource {
             assigned: vec![false; n],
             metrics,
             carry: Vec::new(),
+            halted: None,
         };
         let thread = std::thread::Builder::new()
             .name("primetime-kafka-poll".into())
@@ -230,15 +282,84 @@ impl KafkaSource {
         &self.shared.map
     }
 
-    /// The input for the next pipeline epoch.
-    pub fn input(&self) -> KafkaInput {
+    /// Stops delivering records before a new epoch: drops what is queued
+    /// for the old one, pauses the partitions and reports what this
+    /// instance owns and has committed. Blocking (broker round trips).
+    pub fn halt(&self) -> anyhow::Result<HaltInfo> {
+        let generation = self.shared.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        self.control(Control::Halt(generation))?;
+        match self.wait_for(generation)? {
+            KafkaEvent::Halted(_, info) => Ok(info),
+            other => anyhow::bail!("unexpected event while halting: {other:?}"),
+        }
+    }
+
+    /// Resumes after [`Self::halt`], every assigned partition from its
+    /// [`StartAt`] (`Committed` for those not in `positions`).
+    pub fn resume(
+        &self,
+        positions: std::collections::BTreeMap<u32, StartAt>,
+    ) -> anyhow::Result<Resumed> {
+        let generation = self.shared.generation.load(Ordering::SeqCst);
+        self.control(Control::Start(generation, positions))?;
+        match self.wait_for(generation)? {
+            KafkaEvent::Started(_, offsets) => Ok(Resumed::Started(offsets)),
+            KafkaEvent::Halted(_, info) => Ok(Resumed::Replan(info)),
+            other => anyhow::bail!("unexpected event while resuming: {other:?}"),
+        }
+    }
+
+    fn control(&self, c: Control) -> anyhow::Result<()> {
+        *self
+            .shared
+            .control
+            .lock()
+            .map_err(|_| anyhow::anyhow!("kafka control poisoned"))? = Some(c);
+        Ok(())
+    }
+
+    /// Reads the channel up to this generation's `Halted` or `Started`,
+    /// dropping records (of the old epoch) and applying assignment changes.
+    fn wait_for(&self, generation: u64) -> anyhow::Result<KafkaEvent> {
+        let rx = self
+            .shared
+            .events_rx
+            .lock()
+            .map_err(|_| anyhow::anyhow!("kafka channel poisoned"))?;
+        loop {
+            if self.shared.stop.load(Ordering::Relaxed) {
+                anyhow::bail!("stopping");
+            }
+            let event = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => {
+                    anyhow::bail!("kafka polling thread stopped")
+                }
+            };
+            match event {
+                KafkaEvent::Records { .. } => {}
+                KafkaEvent::Assigned(parts) => set_assigned(&self.shared, &parts, true),
+                KafkaEvent::Revoked(parts) => set_assigned(&self.shared, &parts, false),
+                KafkaEvent::Fatal(e) => anyhow::bail!("kafka consumer failed: {e}"),
+                KafkaEvent::Halted(g, _) | KafkaEvent::Started(g, _) if g == generation => {
+                    return Ok(event);
+                }
+                KafkaEvent::Halted(..) | KafkaEvent::Started(..) => {}
+            }
+        }
+    }
+
+    /// The input for the epoch just resumed: `start` are the offsets
+    /// [`Self::resume`] reported.
+    pub fn input(&self, start: Vec<(u32, i64)>) -> KafkaInput {
         self.shared.rebalanced.store(false, Ordering::SeqCst);
         let idle = self.shared.assigned.flags().iter().map(|x| !x).collect();
         KafkaInput {
             shared: Arc::clone(&self.shared),
             idle,
-            consumed: false,
             ingest_clock: None,
+            start: start.into_iter().collect(),
         }
     }
 
@@ -278,6 +399,8 @@ struct Poller {
     metrics: Arc<Metrics>,
     /// Records polled while waiting to send: the start of the next batch.
     carry: Vec<InputRecord>,
+    /// Halted for this epoch generation: records are dropped.
+    halted: Option<u64>,
 }
 
 /// Records per channel message.
@@ -293,7 +416,14 @@ impl Poller {
         let mut last = Instant::now();
         while !self.shared.stop.load(Ordering::Relaxed) {
             self.commit_pending();
+            if !self.serve_control(&mut batch) {
+                return;
+            }
             batch.append(&mut self.carry);
+            if self.halted.is_some() {
+                // Nothing polled while halted belongs to any epoch.
+                batch.clear();
+            }
             let msg = self.consumer.poll(Duration::from_millis(20));
             let now = Instant::now();
             let elapsed = now - last;
@@ -304,16 +434,20 @@ impl Poller {
             match msg {
                 Some(Ok(m)) => {
                     if let Some(r) = to_record(&self.map, &m) {
-                        self.delivered(&r);
-                        batch.push(r);
+                        if self.halted.is_none() {
+                            self.delivered(&r);
+                            batch.push(r);
+                        }
                     }
                     // Drain what is already fetched without waiting.
                     while batch.len() < BATCH {
                         match self.consumer.poll(Duration::ZERO) {
                             Some(Ok(m)) => {
                                 if let Some(r) = to_record(&self.map, &m) {
-                                    self.delivered(&r);
-                                    batch.push(r);
+                                    if self.halted.is_none() {
+                                        self.delivered(&r);
+                                        batch.push(r);
+                                    }
                                 }
                             }
                             Some(Err(e)) => {
@@ -382,10 +516,197 @@ impl Poller {
                 if !self.send(event) {
                     return;
                 }
+                if let Some(generation) = self.halted {
+                    // The plan being made is for the old assignment.
+                    self.pause_assigned();
+                    let info = self.halt_info();
+                    if !self.send(KafkaEvent::Halted(generation, info)) {
+                        return;
+                    }
+                }
             }
         }
         // The last commit waits for the broker's answer.
         self.commit_pending_mode(CommitMode::Sync);
+    }
+
+    /// Carries out `serve`'s request, if any. False: stop.
+    fn serve_control(&mut self, batch: &mut Vec<InputRecord>) -> bool {
+        let control = match self.shared.control.lock() {
+            Ok(mut c) => c.take(),
+            Err(_) => return false,
+        };
+        match control {
+            None => true,
+            Some(Control::Halt(generation)) => {
+                batch.clear();
+                self.carry.clear();
+                self.halted = Some(generation);
+                self.pause_assigned();
+                let info = self.halt_info();
+                self.send(KafkaEvent::Halted(generation, info))
+            }
+            Some(Control::Start(generation, positions)) => {
+                if self.halted != Some(generation) {
+                    tracing::warn!(generation, "resume for an epoch that is not halted");
+                    return true;
+                }
+                let offsets = self.start_at(&positions);
+                self.halted = None;
+                self.send(KafkaEvent::Started(generation, offsets))
+            }
+        }
+    }
+
+    fn assigned_tpl(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (i, _) in self.assigned.iter().enumerate().filter(|(_, a)| **a) {
+            let (topic, _, partition) = self.map.source(i as u32);
+            tpl.add_partition(topic, partition);
+        }
+        tpl
+    }
+
+    fn pause_assigned(&self) {
+        let tpl = self.assigned_tpl();
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.pause(&tpl) {
+                tracing::warn!(error = %e, "cannot pause partitions");
+            }
+        }
+    }
+
+    /// The assignment with committed offsets and their durable ticks.
+    fn halt_info(&self) -> HaltInfo {
+        let assigned: Vec<u32> = (0..self.assigned.len() as u32)
+            .filter(|&i| self.assigned[i as usize])
+            .collect();
+        let mut committed = Vec::with_capacity(assigned.len());
+        let answer = self
+            .consumer
+            .committed_offsets(self.assigned_tpl(), Duration::from_secs(10));
+        for &i in &assigned {
+            let (topic, _, partition) = self.map.source(i);
+            let elem = answer
+                .as_ref()
+                .ok()
+                .and_then(|c| c.find_partition(topic, partition));
+            let offset = match elem.as_ref().map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+            let tick = elem
+                .as_ref()
+                .and_then(|e| e.metadata().strip_prefix("durable_tick="))
+                .and_then(|t| t.parse().ok());
+            committed.push((i, offset, tick));
+        }
+        if let Err(e) = &answer {
+            tracing::warn!(error = %e, "cannot read committed offsets");
+        }
+        HaltInfo {
+            assigned,
+            committed,
+        }
+    }
+
+    /// Seeks every assigned partition to its start and resumes fetching.
+    /// Returns the offsets.
+    fn start_at(
+        &mut self,
+        positions: &std::collections::BTreeMap<u32, StartAt>,
+    ) -> Vec<(u32, i64)> {
+        let info = self.halt_info();
+        let committed: std::collections::HashMap<u32, Option<i64>> =
+            info.committed.iter().map(|&(i, o, _)| (i, o)).collect();
+        let mut offsets = Vec::new();
+        for &i in &info.assigned {
+            let (topic, _, partition) = self.map.source(i);
+            let low = || {
+                self.consumer
+                    .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                    .map(|(low, _)| low)
+                    .unwrap_or(0)
+            };
+            let committed_or_low = committed.get(&i).copied().flatten().unwrap_or_else(low);
+            let target = match positions.get(&i).copied().unwrap_or(StartAt::Committed) {
+                StartAt::Offset(o) => o,
+                StartAt::Committed => committed_or_low,
+                StartAt::Time(ms) => {
+                    let mut tpl = TopicPartitionList::new();
+                    let found = tpl
+                        .add_partition_offset(topic, partition, Offset::Offset(ms))
+                        .ok()
+                        .and_then(|()| {
+                            self.consumer
+                                .offsets_for_times(tpl, Duration::from_secs(10))
+                                .ok()
+                        })
+                        .and_then(|r| r.find_partition(topic, partition).map(|e| e.offset()));
+                    match found {
+                        Some(Offset::Offset(o)) => o.min(committed_or_low),
+                        // No record that recent: nothing to rewind over.
+                        _ => committed_or_low,
+                    }
+                }
+            };
+            offsets.push((i, target));
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &(i, o) in &offsets {
+            let (topic, _, partition) = self.map.source(i);
+            if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(o)) {
+                tracing::warn!(error = %e, "bad start offset");
+            }
+        }
+        if tpl.count() > 0 {
+            // A partition whose fetcher is not started yet refuses a seek
+            // for a moment: retry (records polled meanwhile are dropped).
+            let mut pending = tpl;
+            for attempt in 0..50 {
+                match self
+                    .consumer
+                    .seek_partitions(pending.clone(), Duration::from_secs(5))
+                {
+                    Ok(result) => {
+                        let mut failed = TopicPartitionList::new();
+                        for e in result.elements() {
+                            if let Err(err) = e.error() {
+                                tracing::debug!(topic = e.topic(), partition = e.partition(), error = %err, attempt, "seek failed, retrying");
+                                let _ = failed.add_partition_offset(
+                                    e.topic(),
+                                    e.partition(),
+                                    e.offset(),
+                                );
+                            }
+                        }
+                        if failed.count() == 0 {
+                            break;
+                        }
+                        pending = failed;
+                    }
+                    Err(e) => tracing::debug!(error = %e, attempt, "seek failed, retrying"),
+                }
+                let _ = self.consumer.poll(Duration::from_millis(50));
+                if attempt == 49 {
+                    tracing::error!(
+                        partitions = pending.count(),
+                        "cannot seek partitions; they start from their fetch position"
+                    );
+                }
+            }
+            if let Err(e) = self.consumer.resume(&self.assigned_tpl()) {
+                tracing::warn!(error = %e, "cannot resume partitions");
+            }
+        }
+        for &(i, o) in &offsets {
+            let i = i as usize;
+            self.quiet[i] = Duration::ZERO;
+            self.caught_up[i] = false;
+            self.next_offset[i] = Some(o);
+        }
+        tracing::info!(partitions = offsets.len(), ?offsets, "epoch starts");
+        offsets
     }
 
     fn delivered(&mut self, r: &InputRecord) {
@@ -509,11 +830,19 @@ impl Poller {
                     *e = (*e).max(o);
                     m
                 });
+        // Every commit follows a durable tick at least this new: what a
+        // rewind after a crash must not publish again.
+        let durable = self.shared.durable_tick.load(Ordering::Acquire);
         let mut tpl = TopicPartitionList::new();
         for (index, offset) in pending {
             let (topic, _, partition) = self.map.source(index);
             if let Err(e) = tpl.add_partition_offset(topic, partition, Offset::Offset(offset)) {
                 tracing::warn!(error = %e, "bad commit offset");
+            }
+            if durable != i64::MIN {
+                if let Some(mut e) = tpl.find_partition(topic, partition) {
+                    e.set_metadata(format!("durable_tick={durable}"));
+                }
             }
         }
         if let Err(e) = self.consumer.commit(&tpl, mode) {
@@ -553,21 +882,21 @@ fn wall_ms() -> i64 {
 pub struct KafkaInput {
     shared: Arc<Shared>,
     idle: Vec<bool>,
-    /// Any record read in this epoch (an assignment change then ends it).
-    consumed: bool,
     /// Newest ingest time read, and when.
     ingest_clock: Option<(i64, Instant)>,
+    /// Where this epoch started each assigned partition.
+    start: std::collections::HashMap<u32, i64>,
+}
+
+fn set_assigned(shared: &Shared, parts: &[u32], value: bool) {
+    shared.assigned.set(parts, value);
+    shared
+        .metrics
+        .assigned_partitions
+        .store(shared.assigned.owned().len() as i64, Ordering::Relaxed);
 }
 
 impl KafkaInput {
-    fn set_assigned(&self, parts: &[u32], value: bool) {
-        self.shared.assigned.set(parts, value);
-        self.shared
-            .metrics
-            .assigned_partitions
-            .store(self.shared.assigned.owned().len() as i64, Ordering::Relaxed);
-    }
-
     fn end_epoch(&self) -> Poll {
         tracing::info!("partition assignment changed: restarting the pipeline");
         self.shared.rebalanced.store(true, Ordering::SeqCst);
@@ -603,7 +932,6 @@ impl Input for KafkaInput {
         };
         match event {
             KafkaEvent::Records { records, idle } => {
-                self.consumed |= !records.is_empty();
                 if let Some(max) = records.iter().map(|r| r.ingest_time_ms).max() {
                     if self.ingest_clock.is_none_or(|(m, _)| max > m) {
                         self.ingest_clock = Some((max, Instant::now()));
@@ -613,32 +941,24 @@ impl Input for KafkaInput {
                 self.idle = idle;
                 Ok(Poll::More)
             }
+            // The epoch was planned for the old assignment (snapshots,
+            // offsets): plan again.
             KafkaEvent::Assigned(parts) => {
-                self.set_assigned(&parts, true);
-                for &p in &parts {
-                    if let Some(x) = self.idle.get_mut(p as usize) {
-                        *x = false;
-                    }
-                }
-                if self.consumed {
-                    return Ok(self.end_epoch());
-                }
-                Ok(Poll::More)
+                set_assigned(&self.shared, &parts, true);
+                Ok(self.end_epoch())
             }
             KafkaEvent::Revoked(parts) => {
-                self.set_assigned(&parts, false);
-                for &p in &parts {
-                    if let Some(x) = self.idle.get_mut(p as usize) {
-                        *x = true;
-                    }
-                }
-                if self.consumed {
-                    return Ok(self.end_epoch());
-                }
-                Ok(Poll::More)
+                set_assigned(&self.shared, &parts, false);
+                Ok(self.end_epoch())
             }
             KafkaEvent::Fatal(e) => anyhow::bail!("kafka consumer failed: {e}"),
+            // Of an older epoch (cannot follow this epoch's start).
+            KafkaEvent::Halted(..) | KafkaEvent::Started(..) => Ok(Poll::More),
         }
+    }
+
+    fn start_offset(&self, partition: u32) -> Option<i64> {
+        self.start.get(&partition).copied()
     }
 
     fn is_idle(&self, partition: u32) -> bool {

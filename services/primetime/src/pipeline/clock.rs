@@ -51,6 +51,28 @@ impl<A: Sink, B: Sink> Sink for (A, B) {
     }
 }
 
+/// An optional sink (e.g. Redis, when configured).
+impl<S: Sink> Sink for Option<S> {
+    fn publish(
+        &mut self,
+        tick: Tick,
+        tick_end_ms: i64,
+        decisions: &[PriceDecision],
+    ) -> anyhow::Result<()> {
+        match self {
+            Some(s) => s.publish(tick, tick_end_ms, decisions),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        match self {
+            Some(s) => s.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Totals of a finished clock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ClockSummary {

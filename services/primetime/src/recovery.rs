@@ -1,0 +1,457 @@
+//! Restart without loss (Kafka mode): snapshots in Redis, the plan of
+//! where each pipeline epoch starts, and the Redis price sink.
+//!
+//! - **Snapshots**: every `redis.snapshot_every_ticks` ticks the pipeline
+//!   takes a consistent image (see [`crate::pipeline::snapshot`]); a thread
+//!   splits it per input partition (the Kafka partition `p` of both input
+//!   topics, and the cells of the regions keyed to `p`), encodes each part
+//!   and stores them in one Redis transaction. A part is
+//!   `postcard(Header) ++ postcard(PipelineImage)`; the header carries the
+//!   format version and a fingerprint of everything the image depends on
+//!   (core config, model version, partition count). A part of another
+//!   format or fingerprint, or one that does not decode, is ignored with a
+//!   log line; nothing is applied before every needed part decoded.
+//! - **Plan**: an epoch restores the newest tick for which *every* owned
+//!   partition has a usable part (instances snapshot the same ticks, so a
+//!   partition taken over from a dead instance restores too) and reads
+//!   each partition from the part's offset. Without one it rewinds: from
+//!   the newest durable tick in the commit metadata it computes the oldest
+//!   event time that can still count at the next tick (longest window +
+//!   lateness + out-of-orderness + future skew), reads from the first
+//!   record with that timestamp (offsets-for-times) and fires, but does not
+//!   publish, the ticks already published. Without commits it reads the
+//!   whole log.
+//! - **Price sink**: every decision goes to the Redis price table (newest
+//!   tick wins, see [`crate::redis_store`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+
+use primetime_core::{CellId, Config, Geo, PriceDecision, Tick};
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+
+use crate::kafka::consumer::{HaltInfo, StartAt};
+use crate::kafka::partition_for_key;
+use crate::metrics::Metrics;
+use crate::pipeline::{PipelineImage, Sink, SnapshotSink};
+use crate::redis_store::{RedisStore, StoredPrice};
+
+/// Version of the stored snapshot encoding.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    format: u32,
+    fingerprint: u64,
+}
+
+/// What a snapshot depends on: core config, model version and the input
+/// partition count (FNV-1a of their description; stable across builds).
+pub fn fingerprint(core: &Config, model_version: &str, per_topic: u32) -> u64 {
+    let text = format!("{core:?}|{model_version}|{per_topic}");
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The Kafka partition (of each input topic) whose records carry `cell`.
+fn partition_of(geo: &Geo, cell: CellId, per_topic: u32) -> u32 {
+    partition_for_key(geo.region_of(cell).to_string().as_bytes(), per_topic)
+}
+
+/// Splits an image into one part per Kafka partition and encodes them.
+pub fn encode_parts(
+    image: &PipelineImage,
+    geo: &Geo,
+    per_topic: u32,
+    fingerprint: u64,
+) -> Result<Vec<(u32, Vec<u8>)>, postcard::Error> {
+    let mut parts: BTreeMap<u32, PipelineImage> = BTreeMap::new();
+    let empty = |image: &PipelineImage| PipelineImage {
+        tick: image.tick,
+        watermark: image.watermark,
+        min_bucket: image.min_bucket,
+        partitions: Vec::new(),
+        cells: Vec::new(),
+    };
+    for p in &image.partitions {
+        parts
+            .entry(p.partition % per_topic)
+            .or_insert_with(|| empty(image))
+            .partitions
+            .push(p.clone());
+    }
+    for c in &image.cells {
+        let Some(id) = CellId::from_u64(c.cell) else {
+            continue;
+        };
+        // Cells of partitions with no input state here cannot be resumed
+        // consistently; the part is incomplete and skipped below.
+        if let Some(part) = parts.get_mut(&partition_of(geo, id, per_topic)) {
+            part.cells.push(c.clone());
+        }
+    }
+    let header = postcard::to_stdvec(&Header {
+        format: SNAPSHOT_FORMAT,
+        fingerprint,
+    })?;
+    let mut out = Vec::with_capacity(parts.len());
+    for (p, part) in parts {
+        // A part needs both input topics' partition.
+        if part.partitions.len() != 2 {
+            continue;
+        }
+        let mut bytes = header.clone();
+        bytes.extend(postcard::to_stdvec(&part)?);
+        out.push((p, bytes));
+    }
+    Ok(out)
+}
+
+/// Decodes a part; `None` (with a log line) when it is of another format
+/// or configuration, or damaged.
+pub fn decode_part(
+    bytes: &[u8],
+    fingerprint: u64,
+    partition: u32,
+    tick: i64,
+) -> Option<PipelineImage> {
+    let (header, rest) = match postcard::take_from_bytes::<Header>(bytes) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::warn!(partition, tick, error = %e, "snapshot ignored: unreadable header");
+            return None;
+        }
+    };
+    if header.format != SNAPSHOT_FORMAT {
+        tracing::warn!(
+            partition,
+            tick,
+            format = header.format,
+            expected = SNAPSHOT_FORMAT,
+            "snapshot ignored: another format"
+        );
+        return None;
+    }
+    if header.fingerprint != fingerprint {
+        tracing::warn!(
+            partition,
+            tick,
+            "snapshot ignored: taken with another configuration or model"
+        );
+        return None;
+    }
+    match postcard::from_bytes::<PipelineImage>(rest) {
+        Ok(image) if image.tick == tick => Some(image),
+        Ok(image) => {
+            tracing::warn!(
+                partition,
+                tick,
+                image_tick = image.tick,
+                "snapshot ignored: tick mismatch"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(partition, tick, error = %e, "snapshot ignored: cannot decode");
+            None
+        }
+    }
+}
+
+/// Hands snapshots to a thread that encodes and stores them.
+pub struct SnapshotWriter {
+    tx: std::sync::mpsc::SyncSender<PipelineImage>,
+}
+
+impl SnapshotWriter {
+    pub fn start(
+        store: RedisStore,
+        group: String,
+        geo: Geo,
+        per_topic: u32,
+        fingerprint: u64,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        // One waiting image at most: a writer that falls behind skips
+        // snapshots rather than queueing memory.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<PipelineImage>(1);
+        std::thread::Builder::new()
+            .name("primetime-snapshots".into())
+            .spawn(move || {
+                for image in rx {
+                    match encode_parts(&image, &geo, per_topic, fingerprint) {
+                        Ok(parts) => {
+                            let bytes: usize = parts.iter().map(|(_, b)| b.len()).sum();
+                            metrics.snapshots_taken.fetch_add(1, Relaxed);
+                            metrics.snapshot_bytes.store(bytes as u64, Relaxed);
+                            tracing::debug!(
+                                tick = image.tick,
+                                parts = parts.len(),
+                                bytes,
+                                cells = image.cells.len(),
+                                "snapshot taken"
+                            );
+                            store.put_snapshot(&group, image.tick, parts);
+                        }
+                        Err(e) => {
+                            tracing::error!(tick = image.tick, error = %e, "cannot encode snapshot")
+                        }
+                    }
+                }
+            })?;
+        Ok(Self { tx })
+    }
+}
+
+impl SnapshotSink for SnapshotWriter {
+    fn write(&self, image: PipelineImage) {
+        if let Err(std::sync::mpsc::TrySendError::Full(image)) = self.tx.try_send(image) {
+            tracing::warn!(
+                tick = image.tick,
+                "snapshot skipped: the previous one is still being written"
+            );
+        }
+    }
+}
+
+/// Where an epoch starts.
+#[derive(Debug, Default)]
+pub struct EpochPlan {
+    pub positions: BTreeMap<u32, StartAt>,
+    pub restore: Option<Arc<PipelineImage>>,
+    pub publish_from: Option<Tick>,
+    /// "snapshot", "rewind" or "fresh".
+    pub how: &'static str,
+    /// Every owned partition is read from its log start: the in-memory
+    /// table will hold every owned cell's current decision.
+    pub complete: bool,
+}
+
+/// Plans an epoch for what `info` says is owned (see the module docs).
+/// Blocking (Redis).
+pub fn plan_epoch(
+    info: &HaltInfo,
+    per_topic: u32,
+    store: Option<&RedisStore>,
+    group: &str,
+    core: &Config,
+    fingerprint: u64,
+) -> EpochPlan {
+    if let Some(plan) = store.and_then(|s| plan_restore(info, per_topic, s, group, fingerprint)) {
+        return plan;
+    }
+    let durable = info.committed.iter().filter_map(|&(_, _, t)| t).max();
+    let any_commit = info.committed.iter().any(|&(_, o, _)| o.is_some());
+    match durable {
+        Some(d) if any_commit => {
+            let from = rewind_time(core, Tick(d));
+            EpochPlan {
+                positions: info
+                    .assigned
+                    .iter()
+                    .map(|&i| (i, StartAt::Time(from)))
+                    .collect(),
+                restore: None,
+                publish_from: Some(Tick(d + 1)),
+                how: "rewind",
+                complete: false,
+            }
+        }
+        _ => EpochPlan {
+            how: "fresh",
+            complete: !any_commit,
+            ..EpochPlan::default()
+        },
+    }
+}
+
+/// The oldest record timestamp (ingest time) whose event can still count
+/// in tick `durable + 1`: its longest window, plus how far records can be
+/// re-timed forward (lateness, out-of-orderness) and how far ahead of its
+/// ingest time an event may claim to be.
+pub fn rewind_time(core: &Config, durable: Tick) -> i64 {
+    let w = core.window_params();
+    let window_start = (durable.0 + 1 - w.long_buckets + 1) * core.bucket_ms;
+    window_start - core.max_lateness_ms - core.max_out_of_orderness_ms - core.max_future_skew_ms
+}
+
+fn plan_restore(
+    info: &HaltInfo,
+    per_topic: u32,
+    store: &RedisStore,
+    group: &str,
+    fingerprint: u64,
+) -> Option<EpochPlan> {
+    if info.assigned.is_empty() {
+        return None;
+    }
+    let mut wanted: Vec<u32> = info.assigned.iter().map(|i| i % per_topic).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let stored = match store.get_snapshots(group, &wanted) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read snapshots; rebuilding from the log");
+            return None;
+        }
+    };
+    // Ticks every wanted partition has, newest first.
+    let mut common: Option<Vec<i64>> = None;
+    for p in &wanted {
+        let ticks: Vec<i64> = stored
+            .get(p)
+            .map(|v| v.iter().map(|(t, _)| *t).collect())
+            .unwrap_or_default();
+        common = Some(match common {
+            None => ticks,
+            Some(c) => c.into_iter().filter(|t| ticks.contains(t)).collect(),
+        });
+    }
+    let mut common = common.unwrap_or_default();
+    common.sort_unstable_by(|a, b| b.cmp(a));
+    for tick in common {
+        let mut parts = Vec::with_capacity(wanted.len());
+        for p in &wanted {
+            let blob = stored
+                .get(p)
+                .and_then(|v| v.iter().find(|(t, _)| *t == tick))
+                .map(|(_, b)| b.as_slice())?;
+            match decode_part(blob, fingerprint, *p, tick) {
+                Some(img) => parts.push(img),
+                None => break,
+            }
+        }
+        if parts.len() != wanted.len() {
+            continue;
+        }
+        let Some(image) = PipelineImage::merge(parts) else {
+            continue;
+        };
+        let offsets: HashMap<u32, i64> = image
+            .partitions
+            .iter()
+            .map(|p| (p.partition, p.next_offset))
+            .collect();
+        if !info.assigned.iter().all(|i| offsets.contains_key(i)) {
+            continue;
+        }
+        // Only owned partitions' state (a part lists both topics' p).
+        let mut image = image;
+        image
+            .partitions
+            .retain(|p| info.assigned.contains(&p.partition));
+        return Some(EpochPlan {
+            positions: image
+                .partitions
+                .iter()
+                .map(|p| (p.partition, StartAt::Offset(p.next_offset)))
+                .collect(),
+            restore: Some(Arc::new(image)),
+            publish_from: None,
+            how: "snapshot",
+            complete: false,
+        });
+    }
+    tracing::info!(partitions = ?wanted, "no usable snapshot common to every owned partition");
+    None
+}
+
+/// Writes every decision into the Redis price table.
+pub struct RedisPriceSink {
+    store: RedisStore,
+}
+
+impl RedisPriceSink {
+    pub fn new(store: RedisStore) -> Self {
+        Self { store }
+    }
+}
+
+impl Sink for RedisPriceSink {
+    fn publish(
+        &mut self,
+        _tick: Tick,
+        tick_end_ms: i64,
+        decisions: &[PriceDecision],
+    ) -> anyhow::Result<()> {
+        if decisions.is_empty() {
+            return Ok(());
+        }
+        let prices = decisions
+            .iter()
+            .map(|d| StoredPrice {
+                cell: d.cell.to_string(),
+                tick: d.tick.0,
+                payload: crate::kafka::producer::price_update(d, tick_end_ms).encode_to_vec(),
+            })
+            .collect();
+        // Queued, never blocking: while Redis is down the newest price per
+        // cell waits and is written when it returns.
+        self.store.put_prices(prices);
+        Ok(())
+    }
+}
+
+/// The Redis store's metric families.
+pub fn render_redis_metrics(store: &RedisStore, out: &mut String) {
+    use std::fmt::Write as _;
+    let s = store.stats();
+    let family = crate::metrics::family;
+    family(
+        out,
+        "primetime_redis_up",
+        "gauge",
+        "1 when the last Redis operation succeeded; 0 = degraded (prices and snapshots queued).",
+    );
+    let _ = writeln!(out, "primetime_redis_up {}", u8::from(s.up.load(Relaxed)));
+    for (name, kind, help, v) in [
+        (
+            "primetime_redis_price_cells_written_total",
+            "counter",
+            "Cells sent through the newest-tick-wins price script.",
+            &s.price_cells_written,
+        ),
+        (
+            "primetime_redis_price_conflicts_total",
+            "counter",
+            "Writes of a stored (cell, tick) with another payload (kept the first).",
+            &s.price_conflicts,
+        ),
+        (
+            "primetime_redis_pending_cells",
+            "gauge",
+            "Cells queued for the Redis price table, not yet written.",
+            &s.pending_cells,
+        ),
+        (
+            "primetime_redis_write_errors_total",
+            "counter",
+            "Failed Redis price writes.",
+            &s.write_errors,
+        ),
+        (
+            "primetime_redis_read_errors_total",
+            "counter",
+            "Failed Redis reads (HTTP answers then come from memory, marked stale).",
+            &s.read_errors,
+        ),
+        (
+            "primetime_redis_snapshots_written_total",
+            "counter",
+            "Snapshots written to Redis.",
+            &s.snapshots_written,
+        ),
+        (
+            "primetime_redis_snapshot_errors_total",
+            "counter",
+            "Failed snapshot writes.",
+            &s.snapshot_errors,
+        ),
+    ] {
+        family(out, name, kind, help);
+        let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+    }
+}
