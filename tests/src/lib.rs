@@ -4,6 +4,11 @@
 //! Broker: `PRIMETIME_TEST_KAFKA=host:port` (any real cluster), else a
 //! `noida-db` broker this harness starts on a free 127.0.0.1 port and stops
 //! (by PID) when dropped. No broker → the test fails, it does not skip.
+//!
+//! Redis: `PRIMETIME_TEST_REDIS` (default `redis://127.0.0.1:6379`, which
+//! the test command starts when nothing answers there), or a private
+//! `redis-server` on a free port ([`RedisServer::start`]) for tests that
+//! stop it.
 
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
@@ -186,6 +191,12 @@ impl Service {
         }
     }
 
+    /// SIGKILL (`kill -9`): no draining, no last commit.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then the exit status (the service drains and exits).
     pub fn terminate(&mut self) -> ExitStatus {
         let _ = Command::new("kill")
@@ -358,4 +369,149 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         }
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// The Redis the tests share: `PRIMETIME_TEST_REDIS` or the default URL.
+/// Panics (the test fails) when it does not answer.
+pub fn shared_redis_url() -> String {
+    let url = std::env::var("PRIMETIME_TEST_REDIS")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+    let ok = redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+    if let Err(e) = ok {
+        panic!(
+            "no Redis answers at {url} ({e}); run the tests with ./scripts/test.sh, which starts one, or set PRIMETIME_TEST_REDIS"
+        );
+    }
+    url
+}
+
+/// A private `redis-server` (nothing on disk) on a free 127.0.0.1 port,
+/// killed by PID when dropped. [`Self::pause`] / [`Self::resume`] stop and
+/// continue the process (SIGSTOP / SIGCONT): a Redis that stops answering.
+pub struct RedisServer {
+    pub url: String,
+    child: Child,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server (install it, e.g. apt-get install redis-server)");
+        let url = format!("redis://127.0.0.1:{port}");
+        let up = eventually(Duration::from_secs(10), || {
+            redis::Client::open(url.as_str())
+                .ok()?
+                .get_connection_with_timeout(Duration::from_millis(200))
+                .ok()
+        });
+        assert!(up.is_some(), "redis-server did not start on {port}");
+        Self { url, child }
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig} redis-server");
+    }
+
+    /// SIGSTOP: connections hang, new ones time out.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT: answers again, with its data.
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every price in the Redis table under `prefix`: cell → (tick, payload).
+pub fn redis_prices(url: &str, prefix: &str) -> std::collections::BTreeMap<String, (i64, Vec<u8>)> {
+    let mut c = redis::Client::open(url)
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+        .expect("redis connection");
+    let pattern = format!("{prefix}:price:*");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query(&mut c)
+        .expect("KEYS");
+    let mut out = std::collections::BTreeMap::new();
+    for key in keys {
+        let (t, p): (Option<i64>, Option<Vec<u8>>) = redis::cmd("HMGET")
+            .arg(&key)
+            .arg("t")
+            .arg("p")
+            .query(&mut c)
+            .expect("HMGET");
+        let cell = key.rsplit(':').next().unwrap_or_default().to_owned();
+        if let (Some(t), Some(p)) = (t, p) {
+            out.insert(cell, (t, p));
+        }
+    }
+    out
+}
+
+/// A metric's value from a Prometheus exposition (first sample).
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.split([' ', '{']).next() == Some(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Removes the static member `instance_id` from `group` (a Kafka
+/// `LeaveGroup` v3 request by `group.instance.id`, as an operator or
+/// `AdminClient::removeMembersFromConsumerGroup` does for an instance that
+/// is gone for good). Needed on `noida-db`, which never expires the
+/// session of a member killed with -9; a real cluster expires it after
+/// `session.timeout.ms` anyway. Returns the broker's error code.
+pub fn leave_group(brokers: &str, group: &str, instance_id: &str) -> std::io::Result<i16> {
+    use std::io::{Read, Write};
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as i16).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    let addr = brokers.split(',').next().unwrap_or(brokers);
+    let mut msg = Vec::new();
+    msg.extend_from_slice(&13i16.to_be_bytes()); // LeaveGroup
+    msg.extend_from_slice(&3i16.to_be_bytes()); // v3: members by instance id
+    msg.extend_from_slice(&1i32.to_be_bytes()); // correlation id
+    string(&mut msg, "primetime-e2e");
+    string(&mut msg, group);
+    msg.extend_from_slice(&1i32.to_be_bytes()); // one member
+    string(&mut msg, ""); // member id: unknown, found by instance id
+    string(&mut msg, instance_id);
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(&(msg.len() as i32).to_be_bytes())?;
+    s.write_all(&msg)?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len)?;
+    let mut body = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
+    s.read_exact(&mut body)?;
+    // correlation id (4), throttle time (4), error code (2)
+    Ok(body
+        .get(8..10)
+        .map_or(-1, |e| i16::from_be_bytes([e[0], e[1]])))
 }

@@ -65,6 +65,10 @@ struct ServeArgs {
     /// Create missing Kafka topics at start (prices compacted).
     #[arg(long, env = "PRIMETIME_CREATE_TOPICS")]
     create_topics: bool,
+    /// Static Kafka group membership id (kafka.instance_id): a restart
+    /// with the same id takes its partitions back without a rebalance.
+    #[arg(long, env = "PRIMETIME_KAFKA_INSTANCE_ID")]
+    instance_id: Option<String>,
     /// Redis URL (redis://host:port/db), with --kafka: the shared price
     /// table and snapshots for fast restarts.
     #[arg(long, env = "PRIMETIME_REDIS")]
@@ -198,6 +202,7 @@ fn serve_config(args: &ServeArgs) -> Result<ServiceConfig, ConfigErrors> {
         kafka_group: args.group.clone(),
         create_topics: args.create_topics,
         redis_url: args.redis.clone(),
+        kafka_instance_id: args.instance_id.clone(),
     };
     load(args.config.as_ref(), overrides, problems)
 }

@@ -111,6 +111,7 @@ pub struct Overrides {
     pub kafka_group: Option<String>,
     pub create_topics: bool,
     pub redis_url: Option<String>,
+    pub kafka_instance_id: Option<String>,
 }
 
 impl ServiceConfig {
@@ -146,6 +147,9 @@ impl ServiceConfig {
         }
         if overrides.create_topics {
             config.kafka.create_topics = true;
+        }
+        if let Some(v) = &overrides.kafka_instance_id {
+            config.kafka.instance_id.clone_from(v);
         }
         if let Some(v) = &overrides.redis_url {
             config.redis.url.clone_from(v);

@@ -321,7 +321,7 @@ async fn run_kafka(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
         complete.store(plan.complete, Ordering::Relaxed);
         tracing::info!(
             epoch,
-            from = plan.how,
+            from = %plan.how,
             restored_tick = plan.restore.as_ref().map(|i| i.tick),
             publish_from = plan.publish_from.map(|t| t.0),
             partitions = start.len(),

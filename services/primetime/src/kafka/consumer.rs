@@ -222,6 +222,16 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("partition.assignment.strategy", "range")
             .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            // The rebalance timeout: a member killed with -9 never leaves,
+            // and the rebalance that replaces it waits for it this long
+            // (librdkafka's default is 5 min). The polling thread polls
+            // every few milliseconds, so a short one is safe.
+            .set(
+                "max.poll.interval.ms",
+                (config.session_timeout_ms.saturating_mul(2))
+                    .max(10_000)
+                    .to_string(),
+            )
             .set("enable.partition.eof", "false")
             // Bounded prefetch (librdkafka keeps up to 100 k messages per
             // partition by default): memory under overload stays flat.
@@ -230,6 +240,9 @@ impl KafkaSource {
             // Bounded fetches (Kafka's own defaults are 50 MiB / 1 MiB).
             .set("fetch.max.bytes", "16777216")
             .set("max.partition.fetch.bytes", "1048576");
+        if !config.instance_id.is_empty() {
+            cc.set("group.instance.id", &config.instance_id);
+        }
         let consumer: BaseConsumer<GroupContext> =
             cc.create_with_context(GroupContext::default())?;
         let map = PartitionMap::discover(&consumer, &config.topics)?;
@@ -666,7 +679,7 @@ impl Poller {
             for attempt in 0..50 {
                 match self
                     .consumer
-                    .seek_partitions(pending.clone(), Duration::from_secs(5))
+                    .seek_partitions(pending.clone(), Duration::from_secs(1))
                 {
                     Ok(result) => {
                         let mut failed = TopicPartitionList::new();

@@ -81,6 +81,11 @@ pub struct KafkaConfig {
     pub idle_timeout_ms: u64,
     /// Consumer group session timeout (≥ 6000 for most brokers).
     pub session_timeout_ms: u32,
+    /// Static group membership (`group.instance.id`, KIP-345): an instance
+    /// restarted with the same id takes its partitions back at once, with
+    /// no rebalance (e.g. the pod name of a StatefulSet). Empty = dynamic
+    /// membership: a restart waits for the broker to expire the old member.
+    pub instance_id: String,
     /// Record batches buffered between the polling thread and the source;
     /// when full, the consumer pauses its partitions.
     pub channel_batches: usize,
@@ -100,6 +105,7 @@ impl Default for KafkaConfig {
             replication_factor: 1,
             idle_timeout_ms: 10_000,
             session_timeout_ms: 10_000,
+            instance_id: String::new(),
             channel_batches: 16,
             client: BTreeMap::new(),
         }

@@ -106,6 +106,7 @@ pub(super) struct ClockStart {
 }
 
 impl<S: Sink> Clock<S> {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         shards: Vec<Addr<ShardActor>>,
         sink: S,

@@ -187,6 +187,7 @@ pub(super) struct Source {
 }
 
 impl Source {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         core: &Config,
         geo: Geo,
