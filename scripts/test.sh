@@ -84,6 +84,41 @@ if [ -z "${PRIMETIME_TEST_KAFKA:-}" ]; then
   export PRIMETIME_TEST_KAFKA="127.0.0.1:$kafka_port"
 fi
 echo "PRIMETIME_TEST_KAFKA=$PRIMETIME_TEST_KAFKA"
+
+# Redis: the tests use PRIMETIME_TEST_REDIS (default redis://127.0.0.1:6379)
+# and start private redis-server processes for the outage test; a Redis is
+# started on 127.0.0.1:6379 when none answers there.
+redis_ping() { # port
+  python3 - "$1" <<'PY'
+import socket, sys
+try:
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)
+    s.sendall(b"PING\r\n")
+    sys.exit(0 if s.recv(16).startswith(b"+PONG") else 1)
+except OSError:
+    sys.exit(1)
+PY
+}
+if ! command -v redis-server >/dev/null 2>&1; then
+  sudo_=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo_="sudo"; fi
+  log "redis: installing Debian's redis-server"
+  $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+if [ -z "${PRIMETIME_TEST_REDIS:-}" ]; then
+  if redis_ping 6379; then
+    echo "redis answers on 127.0.0.1:6379"
+  else
+    log "redis: starting redis-server on 127.0.0.1:6379 (nothing on disk)"
+    setsid redis-server --port 6379 --bind 127.0.0.1 --save "" --appendonly no \
+      >/dev/null 2>&1 &
+    started_pids+=("$!")
+    wait_port 127.0.0.1 6379 10 || { echo "redis-server did not start"; exit 1; }
+  fi
+  export PRIMETIME_TEST_REDIS="redis://127.0.0.1:6379"
+fi
+echo "PRIMETIME_TEST_REDIS=$PRIMETIME_TEST_REDIS"
 # -------------------------------------------------------- end services
 
 log "tests"

@@ -11,6 +11,9 @@ use primetime_core::{Engine, IngestTime, Reason};
 use primetime_e2e::{Broker, Record, read_topic, repo_root, unique};
 use prost::Message as _;
 
+/// (cell, tick) → (multiplier, model version, explanation JSON).
+pub type Decisions = BTreeMap<(String, i64), (f64, String, String)>;
+
 pub const PARTITIONS: i32 = 4;
 
 pub struct Topics {
@@ -268,8 +271,8 @@ pub fn publish_live(
 pub fn published_without_conflicts(
     broker: &Broker,
     topic: &str,
-) -> (BTreeMap<(String, i64), (f64, String, String)>, usize) {
-    let mut out: BTreeMap<(String, i64), (f64, String, String)> = BTreeMap::new();
+) -> (Decisions, usize) {
+    let mut out: Decisions = BTreeMap::new();
     let mut records = 0;
     for r in read_topic(&broker.addr, topic) {
         records += 1;

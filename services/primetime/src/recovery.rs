@@ -19,8 +19,12 @@
 //!   event time that can still count at the next tick (longest window +
 //!   lateness + out-of-orderness + future skew), reads from the first
 //!   record with that timestamp (offsets-for-times) and fires, but does not
-//!   publish, the ticks already published. Without commits it reads the
-//!   whole log.
+//!   publish, the ticks already published (through the newest tick on the
+//!   prices topic), so no (cell, tick) gets a second, different version.
+//!   The rebuilt windows are exact from the first published tick on; the
+//!   multipliers restart from 1.0, so prices may differ from an
+//!   uninterrupted run's until the step limits catch up. Without commits it
+//!   reads the whole log (exact).
 //! - **Price sink**: every decision goes to the Redis price table (newest
 //!   tick wins, see [`crate::redis_store`]).
 
@@ -231,7 +235,8 @@ pub struct EpochPlan {
 }
 
 /// Plans an epoch for what `info` says is owned (see the module docs).
-/// Blocking (Redis).
+/// `last_published` reads the newest tick on the prices topic (asked only
+/// for a rewind). Blocking (Redis, Kafka).
 pub fn plan_epoch(
     info: &HaltInfo,
     per_topic: u32,
@@ -239,6 +244,7 @@ pub fn plan_epoch(
     group: &str,
     core: &Config,
     fingerprint: u64,
+    last_published: &dyn Fn() -> Option<i64>,
 ) -> EpochPlan {
     if let Some(plan) = store.and_then(|s| plan_restore(info, per_topic, s, group, fingerprint)) {
         return plan;
@@ -248,6 +254,9 @@ pub fn plan_epoch(
     match durable {
         Some(d) if any_commit => {
             let from = rewind_time(core, Tick(d));
+            // Ticks after the durable one may be on the topic too (published,
+            // not yet committed): none of them is published again.
+            let through = last_published().map_or(d, |t| t.max(d));
             EpochPlan {
                 positions: info
                     .assigned
@@ -255,7 +264,7 @@ pub fn plan_epoch(
                     .map(|&i| (i, StartAt::Time(from)))
                     .collect(),
                 restore: None,
-                publish_from: Some(Tick(d + 1)),
+                publish_from: Some(Tick(through + 1)),
                 how: "rewind",
                 complete: false,
             }
@@ -453,5 +462,123 @@ pub fn render_redis_metrics(store: &RedisStore, out: &mut String) {
     ] {
         family(out, name, kind, help);
         let _ = writeln!(out, "{name} {}", v.load(Relaxed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::snapshot::SourcePartitionImage;
+    use primetime_core::snapshot::{CellImage, PartitionImage};
+
+    fn image(per_topic: u32, geo: &Geo) -> PipelineImage {
+        let cell = geo.cell_of(37.7786, -122.3893).expect("cell");
+        let p = partition_of(geo, cell, per_topic);
+        let part = |partition| SourcePartitionImage {
+            partition,
+            next_offset: 42,
+            state: PartitionImage {
+                max_event: Some(1_000),
+                last_offset: Some(41),
+                seen: vec![(7, 1_000)],
+                next_sweep: 31_000,
+            },
+            marks: vec![(0, 40)],
+            max_bucket: Some(0),
+            committed: Some(10),
+        };
+        PipelineImage {
+            tick: 99,
+            watermark: 995_000,
+            min_bucket: Some(90),
+            partitions: vec![part(p), part(p + per_topic)],
+            cells: vec![CellImage {
+                cell: cell.as_u64(),
+                buckets: Vec::new(),
+                supply: 3,
+                requests_5m: 9,
+                multiplier: 30,
+            }],
+        }
+    }
+
+    #[test]
+    fn parts_round_trip_and_other_formats_or_configs_are_ignored() {
+        let geo = Config::default().geo();
+        let img = image(4, &geo);
+        let parts = encode_parts(&img, &geo, 4, 77).expect("encode");
+        assert_eq!(parts.len(), 1, "one Kafka partition holds the cell");
+        let (p, bytes) = &parts[0];
+        assert_eq!(decode_part(bytes, 77, *p, 99).as_ref(), Some(&img));
+        assert_eq!(decode_part(bytes, 78, *p, 99), None, "another config");
+        assert_eq!(decode_part(bytes, 77, *p, 98), None, "another tick");
+        assert_eq!(
+            decode_part(&bytes[..bytes.len() / 2], 77, *p, 99),
+            None,
+            "damaged"
+        );
+        let mut other_format = postcard::to_stdvec(&Header {
+            format: SNAPSHOT_FORMAT + 1,
+            fingerprint: 77,
+        })
+        .expect("header");
+        other_format.extend(postcard::to_stdvec(&img).expect("image"));
+        assert_eq!(
+            decode_part(&other_format, 77, *p, 99),
+            None,
+            "another format"
+        );
+    }
+
+    #[test]
+    fn a_part_without_both_input_topics_is_not_stored() {
+        let geo = Config::default().geo();
+        let mut img = image(4, &geo);
+        img.partitions.pop();
+        assert!(encode_parts(&img, &geo, 4, 1).expect("encode").is_empty());
+    }
+
+    #[test]
+    fn the_fingerprint_follows_config_model_and_partitions() {
+        let c = Config::default();
+        let f = fingerprint(&c, "m1", 8);
+        assert_eq!(f, fingerprint(&c, "m1", 8));
+        assert_ne!(f, fingerprint(&c, "m2", 8));
+        assert_ne!(f, fingerprint(&c, "m1", 4));
+        let other = Config {
+            max_lateness_ms: 1_000,
+            ..Config::default()
+        };
+        assert_ne!(f, fingerprint(&other, "m1", 8));
+    }
+
+    #[test]
+    fn rewinds_cover_the_next_ticks_windows_and_skip_published_ticks() {
+        let c = Config::default();
+        // Tick 100 durable: tick 101 counts buckets 72..=101 (30 buckets
+        // of 10 s); an event re-timed into bucket 72 may be 60 s late,
+        // 5 s out of order and claim 30 s of future skew.
+        assert_eq!(
+            rewind_time(&c, Tick(100)),
+            720_000 - 60_000 - 5_000 - 30_000
+        );
+        let info = HaltInfo {
+            assigned: vec![0, 4],
+            committed: vec![(0, Some(10), Some(100)), (4, Some(3), Some(98))],
+        };
+        let plan = plan_epoch(&info, 4, None, "g", &c, 1, &|| Some(103));
+        assert_eq!(plan.how, "rewind");
+        assert_eq!(plan.publish_from, Some(Tick(104)));
+        assert_eq!(plan.positions.len(), 2);
+        assert!(!plan.complete);
+        let fresh = HaltInfo {
+            assigned: vec![0, 4],
+            committed: vec![(0, None, None), (4, None, None)],
+        };
+        let plan = plan_epoch(&fresh, 4, None, "g", &c, 1, &|| None);
+        assert_eq!(
+            (plan.how, plan.publish_from, plan.complete),
+            ("fresh", None, true)
+        );
     }
 }

@@ -281,11 +281,12 @@ async fn run_kafka(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
         epoch += 1;
         exchange.set_epoch(epoch);
         let (plan, start) = {
-            let (source, store, core, group) = (
+            let (source, store, core, group, kafka_config) = (
                 Arc::clone(&source),
                 store.clone(),
                 config.core.clone(),
                 config.kafka.group_id.clone(),
+                config.kafka.clone(),
             );
             let planned = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
                 let mut info = source.halt()?;
@@ -297,6 +298,7 @@ async fn run_kafka(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
                         &group,
                         &core,
                         fingerprint,
+                        &|| kafka::last_published_tick(&kafka_config),
                     );
                     match source.resume(plan.positions.clone())? {
                         Resumed::Started(offsets) => return Ok((plan, offsets)),

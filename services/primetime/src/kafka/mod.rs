@@ -276,6 +276,52 @@ pub fn topic_partitions<
     }
 }
 
+/// The newest tick on the prices topic: the last record of every
+/// partition, decoded. A rewind must not publish a tick up to this one
+/// again (it may have published it from complete state). `None` when the
+/// topic is empty or cannot be read within a few seconds.
+pub fn last_published_tick(config: &KafkaConfig) -> Option<i64> {
+    use prost::Message as _;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let mut cc = config.client_config();
+    cc.set("group.id", format!("{}-probe", config.group_id))
+        .set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = cc.create().ok()?;
+    let topic = &config.topics.prices;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut wanted = 0;
+    for p in topic_partitions(&consumer, topic).ok()? {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(5))
+            .ok()?;
+        if high > low {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(high - 1))
+                .ok()?;
+            wanted += 1;
+        }
+    }
+    if wanted == 0 {
+        return None;
+    }
+    consumer.assign(&tpl).ok()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (mut seen, mut newest) = (std::collections::HashSet::new(), None::<i64>);
+    while seen.len() < wanted && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            seen.insert(m.partition());
+            if let Ok(u) = primetime_proto::v1::PriceUpdate::decode(m.payload().unwrap_or_default())
+            {
+                newest = Some(newest.map_or(u.tick, |n| n.max(u.tick)));
+            }
+        }
+    }
+    if seen.len() < wanted {
+        tracing::warn!(topic = %topic, "cannot read the last price of every partition");
+    }
+    newest
+}
+
 /// Kafka's default partitioner (Java client, librdkafka `murmur2_random`
 /// for non-empty keys): `(murmur2(key) & 0x7fffffff) % partitions`.
 pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
