@@ -581,4 +581,24 @@ mod tests {
             ("fresh", None, true)
         );
     }
+
+    #[test]
+    fn redis_down_at_start_plans_from_kafka_alone() {
+        let store = RedisStore::start(&crate::redis_store::RedisConfig {
+            url: "redis://127.0.0.1:1".to_owned(),
+            ..Default::default()
+        })
+        .expect("a down Redis is not an error");
+        let info = HaltInfo {
+            assigned: vec![0, 4],
+            committed: vec![(0, Some(10), Some(100)), (4, Some(3), Some(100))],
+        };
+        let c = Config::default();
+        let started = std::time::Instant::now();
+        let plan = plan_epoch(&info, 4, Some(&store), "g", &c, 1, &|| None);
+        assert_eq!(plan.how, "rewind");
+        assert_eq!(plan.publish_from, Some(Tick(101)));
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        store.shutdown();
+    }
 }
