@@ -268,10 +268,7 @@ pub fn publish_live(
 
 /// Every update on the prices topic by (cell, tick); panics on a
 /// conflicting version (one (cell, tick) with two different updates).
-pub fn published_without_conflicts(
-    broker: &Broker,
-    topic: &str,
-) -> (Decisions, usize) {
+pub fn published_without_conflicts(broker: &Broker, topic: &str) -> (Decisions, usize) {
     let mut out: Decisions = BTreeMap::new();
     let mut records = 0;
     for r in read_topic(&broker.addr, topic) {

@@ -1,0 +1,334 @@
+//! `http`: the HTTP API under load. The real release `primetime serve`
+//! (embedded default: simulator, no Kafka) on a free 127.0.0.1 port; after
+//! the city has simulated for a while (prices exist), for `GET /v1/price`
+//! and for `POST /v1/prices` with 100 locations:
+//!
+//! 1. a closed-loop ramp over 1, 2, 4, … keep-alive connections: the
+//!    maximum rate is the best step's answers per second;
+//! 2. open-loop constant rate at 50 % and 80 % of that maximum, latency
+//!    from each request's intended send time into an HDR histogram.
+//!
+//! Goals: no errors; p99 < 10 ms (single) and < 50 ms (batch) at 80 %.
+//! The load generator (`loadgen`, one thread) runs on the same 2 cores as
+//! the service.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use primetime_e2e::Service;
+
+use crate::loadgen::{self, PhaseReport, Schedule};
+use crate::results::{Figure, LoadAvg, RunResult};
+use crate::util::{cpu_seconds, status, verdict, with_load};
+
+#[derive(clap::Args)]
+pub struct HttpArgs {
+    /// Seconds of each open-loop phase.
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    /// Seconds of each closed-loop ramp step.
+    #[arg(long, default_value_t = 3)]
+    step_seconds: u64,
+    /// Keep-alive connections of the open-loop phases.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Locations per `POST /v1/prices`.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Seconds the embedded city simulates before the load starts.
+    #[arg(long, default_value_t = 20)]
+    warmup: u64,
+    /// `--http-workers` of the service (default: its own, cores − 1).
+    #[arg(long)]
+    http_workers: Option<usize>,
+}
+
+/// One endpoint under test.
+struct Kind {
+    /// Figure prefix, e.g. `GET /v1/price`.
+    label: String,
+    /// Short name for the console.
+    short: &'static str,
+    requests: Vec<Vec<u8>>,
+    goal_p99_ms: f64,
+}
+
+/// A San Francisco grid point (the simulator's city), `i` of `n × n`.
+fn grid(i: usize, n: usize) -> (f64, f64) {
+    let (row, col) = (i / n % n, i % n);
+    (
+        37.70 + 0.14 * row as f64 / n as f64,
+        -122.51 + 0.14 * col as f64 / n as f64,
+    )
+}
+
+fn kinds(a: &HttpArgs) -> Vec<Kind> {
+    let single = (0..1024)
+        .map(|i| {
+            let (lat, lng) = grid(i * 7, 32);
+            loadgen::get(&format!("/v1/price?lat={lat:.5}&lng={lng:.5}"))
+        })
+        .collect();
+    let batch = (0..64)
+        .map(|b| {
+            let locations: Vec<String> = (0..a.batch)
+                .map(|i| {
+                    let (lat, lng) = grid(b * 131 + i * 17, 64);
+                    format!(r#"{{"lat":{lat:.5},"lng":{lng:.5}}}"#)
+                })
+                .collect();
+            loadgen::post_json(
+                "/v1/prices",
+                &format!(r#"{{"locations":[{}]}}"#, locations.join(",")),
+            )
+        })
+        .collect();
+    vec![
+        Kind {
+            label: "HTTP `GET /v1/price`".into(),
+            short: "single",
+            requests: single,
+            goal_p99_ms: 10.0,
+        },
+        Kind {
+            label: format!("HTTP `POST /v1/prices`, {} locations", a.batch),
+            short: "batch",
+            requests: batch,
+            goal_p99_ms: 50.0,
+        },
+    ]
+}
+
+pub fn run(a: &HttpArgs) -> anyhow::Result<()> {
+    println!(
+        "http: goals: 0 errors; p99 < 10 ms (GET /v1/price) and < 50 ms (POST /v1/prices, {} \
+         locations) at 80 % of the maximum rate, open loop, latency from the intended send time",
+        a.batch
+    );
+    let dir = tempfile::tempdir()?;
+    // Embedded default: an empty config file, so no PRIMETIME_* file applies.
+    let config = dir.path().join("primetime.toml");
+    std::fs::write(&config, "")?;
+    let log = dir.path().join("service.log");
+    let workers = a.http_workers.map(|n| n.to_string());
+    let extra: Vec<&str> = match &workers {
+        Some(n) => vec!["--http-workers", n],
+        None => Vec::new(),
+    };
+    let service = Service::start(&config, &log, &extra);
+    let pid = service.child.id();
+    let started = Instant::now();
+    let ready = primetime_e2e::eventually(Duration::from_secs(a.warmup + 120), || {
+        let v = status(&service)?;
+        let priced = v["priced_cells"].as_u64().unwrap_or(0);
+        (started.elapsed() >= Duration::from_secs(a.warmup) && priced > 0).then_some(v)
+    })
+    .with_context(|| format!("no prices within the warm-up; log {}", log.display()))?;
+    println!(
+        "service pid {pid} on 127.0.0.1:{}: tick {}, {} priced cells, {} active cells",
+        service.port, ready["tick"], ready["priced_cells"], ready["active_cells"]
+    );
+    let addr = SocketAddr::from(([127, 0, 0, 1], service.port));
+    let mut result = RunResult::new(
+        "http",
+        "cargo run --release -p primetime-load-tests -- http".into(),
+    );
+    let run_load = crate::util::load_1m();
+    let mut all_ok = true;
+    for kind in kinds(a) {
+        all_ok &= measure(a, &kind, addr, pid, &mut result)?;
+    }
+    result.load_1m = Some(LoadAvg {
+        before: run_load,
+        after: crate::util::load_1m(),
+    });
+    result.note = Some(format!(
+        "release `primetime serve`, embedded default (simulator at real time), http workers: \
+         {}; load generator: one thread, hand-written HTTP/1.1 over keep-alive connections \
+         (mio), on the same 2 cores; open loop over {} connections",
+        a.http_workers
+            .map_or_else(|| "default (cores - 1)".to_owned(), |n| n.to_string()),
+        a.connections
+    ));
+    println!("http: overall -> {}", verdict(all_ok));
+    let path = result.write()?;
+    println!("wrote {}", path.display());
+    drop(service);
+    Ok(())
+}
+
+/// Ramp, then 50 % and 80 %; adds the figures; true when the goals hold.
+fn measure(
+    a: &HttpArgs,
+    kind: &Kind,
+    addr: SocketAddr,
+    pid: u32,
+    result: &mut RunResult,
+) -> anyhow::Result<bool> {
+    println!(
+        "{}: closed-loop ramp, {} s per step",
+        kind.short, a.step_seconds
+    );
+    let step = Duration::from_secs(a.step_seconds);
+    let mut best: Option<(usize, f64, LoadAvg, f64)> = None;
+    let mut ramp_errors = 0;
+    for c in [1usize, 2, 4, 8, 16, 32, 64, 128] {
+        let (cpu0, own0) = (
+            cpu_seconds(pid).unwrap_or(0.0),
+            cpu_seconds(std::process::id()).unwrap_or(0.0),
+        );
+        let (r, load) = with_load(|| loadgen::run(addr, &kind.requests, c, Schedule::Closed, step));
+        let r = r?;
+        let cores = (cpu_seconds(pid).unwrap_or(0.0) - cpu0) / r.seconds;
+        let own = (cpu_seconds(std::process::id()).unwrap_or(0.0) - own0) / r.seconds;
+        ramp_errors += r.errors;
+        println!(
+            "  {c:>3} connections: {:>8.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}, \
+             service {cores:.2} cores, load generator {own:.2}",
+            r.rate(),
+            r.quantile_ms(0.5),
+            r.quantile_ms(0.99),
+            r.errors
+        );
+        if best.is_none_or(|b| r.rate() > b.1) {
+            best = Some((c, r.rate(), load, cores));
+        }
+    }
+    let (best_c, max, load, cores) = best.context("no ramp step ran")?;
+    println!(
+        "{}: maximum {max:.0} req/s at {best_c} connections (service {cores:.2} cores)",
+        kind.short
+    );
+    result.figures.push(
+        Figure::info(
+            format!(
+                "{}: maximum rate, closed loop (best of a 1-128 connection ramp: {best_c})",
+                kind.label
+            ),
+            max.round(),
+            "req/s",
+        )
+        .with_load(load),
+    );
+    let mut errors = ramp_errors;
+    let mut ok = true;
+    for share in [0.5, 0.8] {
+        let rate = max * share;
+        let (cpu0, own0) = (
+            cpu_seconds(pid).unwrap_or(0.0),
+            cpu_seconds(std::process::id()).unwrap_or(0.0),
+        );
+        let (r, load) = with_load(|| {
+            loadgen::run(
+                addr,
+                &kind.requests,
+                a.connections,
+                Schedule::Open { rate },
+                Duration::from_secs(a.seconds),
+            )
+        });
+        let r = r?;
+        print_phase(kind.short, share, rate, &r);
+        println!(
+            "  CPU over the phase: service {:.2} cores, load generator {:.2} cores",
+            (cpu_seconds(pid).unwrap_or(0.0) - cpu0) / r.seconds,
+            (cpu_seconds(std::process::id()).unwrap_or(0.0) - own0) / r.seconds
+        );
+        errors += r.errors;
+        let pct = (share * 100.0).round();
+        let name = |what: &str| {
+            format!(
+                "{}: {what}, open loop at {pct} % ({rate:.0} req/s)",
+                kind.label
+            )
+        };
+        result
+            .figures
+            .push(Figure::info(name("achieved rate"), r.rate().round(), "req/s").with_load(load));
+        result
+            .figures
+            .push(Figure::info(name("p50"), round3(r.quantile_ms(0.5)), "ms").with_load(load));
+        let p99 = r.quantile_ms(0.99);
+        if share == 0.8 {
+            let pass = p99 < kind.goal_p99_ms;
+            ok &= pass;
+            println!(
+                "{}: p99 {p99:.2} ms at 80 % (goal < {} ms) -> {}",
+                kind.short,
+                kind.goal_p99_ms,
+                verdict(pass)
+            );
+            result.figures.push(
+                Figure::goal(
+                    name("p99"),
+                    round3(p99),
+                    "ms",
+                    &format!("< {} ms", kind.goal_p99_ms),
+                    pass,
+                )
+                .with_load(load),
+            );
+        } else {
+            result
+                .figures
+                .push(Figure::info(name("p99"), round3(p99), "ms").with_load(load));
+        }
+        result
+            .figures
+            .push(Figure::info(name("p99.9"), round3(r.quantile_ms(0.999)), "ms").with_load(load));
+        result
+            .figures
+            .push(Figure::info(name("max"), round3(r.max_ms()), "ms").with_load(load));
+    }
+    let pass = errors == 0;
+    ok &= pass;
+    println!(
+        "{}: {errors} errors over the ramp and both open-loop phases -> {}",
+        kind.short,
+        verdict(pass)
+    );
+    result.figures.push(Figure::goal(
+        format!("{}: errors (ramp and both open-loop phases)", kind.label),
+        errors as f64,
+        "errors",
+        "0",
+        pass,
+    ));
+    Ok(ok)
+}
+
+fn print_phase(short: &str, share: f64, rate: f64, r: &PhaseReport) {
+    println!(
+        "{short}: open loop at {:.0} % = {rate:.0} req/s for {:.0} s: achieved {:.0} req/s; \
+         p50 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms; errors {} {:?}; at most {} \
+         due requests waited for a connection",
+        share * 100.0,
+        r.seconds,
+        r.rate(),
+        r.quantile_ms(0.5),
+        r.quantile_ms(0.99),
+        r.quantile_ms(0.999),
+        r.max_ms(),
+        r.errors,
+        r.error_kinds,
+        r.max_waiting,
+    );
+    let slow: Vec<String> = r
+        .worst_by_second
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| **w > 5_000)
+        .map(|(s, w)| format!("{s} s: {:.1} ms", *w as f64 / 1_000.0))
+        .collect();
+    if !slow.is_empty() {
+        println!(
+            "  seconds with an answer slower than 5 ms: {}",
+            slow.join(", ")
+        );
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
