@@ -1,5 +1,8 @@
-//! `primetime serve`: the embedded default (simulator source, in-memory
-//! price table) behind the HTTP API.
+//! `primetime serve`: the HTTP API over either the embedded default
+//! (simulator source, in-memory price table) or Kafka mode: one pipeline
+//! per partition assignment, each planned by [`crate::recovery`]
+//! (snapshot restore, rewind, or the committed offsets), publishing to the
+//! in-memory table, the prices topic and (optionally) Redis.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
