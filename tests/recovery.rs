@@ -16,7 +16,7 @@ use common::{
     write_config,
 };
 use primetime_e2e::{
-    Broker, Record, RedisServer, Service, committed, eventually, metric, read_topic, redis_prices,
+    Broker, Record, RedisServer, Service, eventually, metric, read_topic, redis_prices,
     shared_redis_url, unique,
 };
 use prost::Message as _;
@@ -76,26 +76,8 @@ fn check(
     prefix: &str,
     services: &[&Service],
 ) {
-    let ends: Vec<Vec<i64>> = inputs
-        .iter()
-        .map(|(_, rs)| {
-            (0..PARTITIONS)
-                .map(|p| {
-                    rs.iter()
-                        .filter(|r| r.partition == p)
-                        .map(|r| r.offset + 1)
-                        .max()
-                        .unwrap_or(-1)
-                })
-                .collect()
-        })
-        .collect();
-    let commits = || -> Vec<Vec<i64>> {
-        [&topics.drivers, &topics.demand]
-            .iter()
-            .map(|t| committed(&broker.addr, group, t, PARTITIONS))
-            .collect()
-    };
+    let ends = common::log_ends(inputs);
+    let commits = || common::input_commits(broker, topics, group);
     let done = eventually(Duration::from_secs(180), || {
         (commits() == ends).then_some(())
     });
@@ -581,26 +563,9 @@ fn without_a_snapshot_a_restart_rewinds_and_publishes_no_conflicting_version() {
     let inputs = inputs(&broker, &topics);
     let expected = reference(&config, &topics, &inputs);
     // Everything is processed once the offsets reach the ends.
-    let ends: Vec<Vec<i64>> = inputs
-        .iter()
-        .map(|(_, rs)| {
-            (0..PARTITIONS)
-                .map(|p| {
-                    rs.iter()
-                        .filter(|r| r.partition == p)
-                        .map(|r| r.offset + 1)
-                        .max()
-                        .unwrap_or(-1)
-                })
-                .collect()
-        })
-        .collect();
+    let ends = common::log_ends(&inputs);
     let done = eventually(Duration::from_secs(180), || {
-        let c: Vec<Vec<i64>> = [&topics.drivers, &topics.demand]
-            .iter()
-            .map(|t| committed(&broker.addr, &group, t, PARTITIONS))
-            .collect();
-        (c == ends).then_some(())
+        (common::input_commits(&broker, &topics, &group) == ends).then_some(())
     });
     assert!(
         done.is_some(),

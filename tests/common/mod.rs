@@ -297,3 +297,30 @@ pub fn status(service: &primetime_e2e::Service) -> Option<serde_json::Value> {
 pub fn tick(service: &primetime_e2e::Service) -> Option<i64> {
     status(service)?["tick"].as_i64()
 }
+
+/// Per input topic, per partition: the offset after its last record
+/// (-1 for an empty partition): where commits end once all is processed.
+pub fn log_ends(inputs: &[(String, Vec<Record>)]) -> Vec<Vec<i64>> {
+    inputs
+        .iter()
+        .map(|(_, rs)| {
+            (0..PARTITIONS)
+                .map(|p| {
+                    rs.iter()
+                        .filter(|r| r.partition == p)
+                        .map(|r| r.offset + 1)
+                        .max()
+                        .unwrap_or(-1)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The group's committed offsets on both input topics.
+pub fn input_commits(broker: &Broker, topics: &Topics, group: &str) -> Vec<Vec<i64>> {
+    [&topics.drivers, &topics.demand]
+        .iter()
+        .map(|t| primetime_e2e::committed(&broker.addr, group, t, PARTITIONS))
+        .collect()
+}
