@@ -112,35 +112,11 @@ fn scenario(instances: usize) {
 
     // Offsets: every record is in a durably published tick once the
     // watermark passed the data, so they are committed to the end.
-    let ends: Vec<Vec<i64>> = inputs
-        .iter()
-        .map(|(_, rs)| {
-            (0..PARTITIONS)
-                .map(|p| {
-                    rs.iter()
-                        .filter(|r| r.partition == p)
-                        .map(|r| r.offset + 1)
-                        .max()
-                        .unwrap_or(-1)
-                })
-                .collect()
-        })
-        .collect();
-    let commits = || -> Vec<Vec<i64>> {
-        [&topics.drivers, &topics.demand]
-            .iter()
-            .map(|t| committed(&broker.addr, &group, t, PARTITIONS))
-            .collect()
-    };
-    let done = eventually(Duration::from_secs(120), || {
-        (commits() == ends).then_some(())
-    });
-    assert!(
-        done.is_some(),
-        "committed offsets {:?} != ends {ends:?} after 120 s; log:\n{}",
-        commits(),
-        logs(&services)
-    );
+    if let Err(e) =
+        common::wait_committed_to_end(&broker, &topics, &group, &inputs, Duration::from_secs(120))
+    {
+        panic!("{e} after 120 s; log:\n{}", logs(&services));
+    }
 
     let got: BTreeMap<_, _> = published(&broker, &topics.prices)
         .into_iter()

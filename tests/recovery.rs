@@ -76,17 +76,11 @@ fn check(
     prefix: &str,
     services: &[&Service],
 ) {
-    let ends = common::log_ends(inputs);
-    let commits = || common::input_commits(broker, topics, group);
-    let done = eventually(Duration::from_secs(180), || {
-        (commits() == ends).then_some(())
-    });
-    assert!(
-        done.is_some(),
-        "committed offsets {:?} != ends {ends:?}; logs:\n{}",
-        commits(),
-        logs(services)
-    );
+    if let Err(e) =
+        common::wait_committed_to_end(broker, topics, group, inputs, Duration::from_secs(180))
+    {
+        panic!("{e}; logs:\n{}", logs(services));
+    }
     let (all, records) = published_without_conflicts(broker, &topics.prices);
     let got: BTreeMap<_, _> = all
         .iter()
@@ -563,15 +557,11 @@ fn without_a_snapshot_a_restart_rewinds_and_publishes_no_conflicting_version() {
     let inputs = inputs(&broker, &topics);
     let expected = reference(&config, &topics, &inputs);
     // Everything is processed once the offsets reach the ends.
-    let ends = common::log_ends(&inputs);
-    let done = eventually(Duration::from_secs(180), || {
-        (common::input_commits(&broker, &topics, &group) == ends).then_some(())
-    });
-    assert!(
-        done.is_some(),
-        "offsets not committed to the end; log:\n{}",
-        service.log_text()
-    );
+    if let Err(e) =
+        common::wait_committed_to_end(&broker, &topics, &group, &inputs, Duration::from_secs(180))
+    {
+        panic!("{e}; log:\n{}", service.log_text());
+    }
     let (all, records) = published_without_conflicts(&broker, &topics.prices);
     let (_, text) = service.get("/metrics").expect("metrics");
     let suppressed = metric(&text, "primetime_ticks_suppressed_total").unwrap_or(0.0);

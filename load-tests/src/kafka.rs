@@ -180,13 +180,13 @@ pub fn wait_joined(service: &Service, partitions: u32) -> anyhow::Result<()> {
 
 /// Stops and continues a process in a fixed duty cycle (SIGSTOP/SIGCONT)
 /// until dropped; it is left running.
-struct Throttle {
+pub(crate) struct Throttle {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Throttle {
-    fn start(pid: u32, duty: f64, period: Duration) -> Self {
+    pub(crate) fn start(pid: u32, duty: f64, period: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = (duty < 1.0).then(|| {
             let stop = Arc::clone(&stop);

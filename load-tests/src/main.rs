@@ -15,6 +15,7 @@
 //!   the prices topic;
 //! - [`kafka`]: `firehose` (drain a backlog) and `overload` (input faster
 //!   than a CPU-throttled service), with the shared config helpers;
+//! - [`ramp`]: live Kafka input at rising rates, the highest sustained;
 //! - [`scale`]: 3 M active cells, time per tick and bytes per cell;
 //! - [`fetch_probe`]: which fetch limits the broker honours;
 //! - [`report`]: BENCHMARKS.md's table from the result files;
@@ -24,6 +25,7 @@ mod fetch_probe;
 mod http;
 mod kafka;
 mod loadgen;
+mod ramp;
 mod report;
 mod results;
 mod scale;
@@ -49,6 +51,9 @@ enum Scenario {
     TickLatency(tick_latency::TickArgs),
     /// Kafka firehose: drain a simulated backlog; events/s and peak RSS.
     Firehose(kafka::LoadArgs),
+    /// Kafka ramp: live input at rising rates until the backlog grows;
+    /// the highest sustained input rate.
+    Ramp(ramp::RampArgs),
     /// Overload: publish into Kafka faster than a CPU-throttled service
     /// takes it; resident memory must stay bounded.
     Overload(kafka::OverloadArgs),
@@ -67,6 +72,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Http(a) => http::run(&a),
         Scenario::TickLatency(a) => tick_latency::run(&a),
         Scenario::Firehose(a) => kafka::firehose(&a),
+        Scenario::Ramp(a) => ramp::run(&a),
         Scenario::Overload(a) => kafka::overload(&a),
         Scenario::Scale => scale::run(),
         Scenario::FetchProbe(a) => fetch_probe::run(&a),

@@ -298,6 +298,22 @@ pub fn tick(service: &primetime_e2e::Service) -> Option<i64> {
     status(service)?["tick"].as_i64()
 }
 
+/// Waits up to `timeout` until the group's input offsets are committed to
+/// the ends of the logs `inputs` were read from (every record's effects
+/// durably published); otherwise says where they stand.
+pub fn wait_committed_to_end(
+    broker: &Broker,
+    topics: &Topics,
+    group: &str,
+    inputs: &[(String, Vec<Record>)],
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let ends = log_ends(inputs);
+    let commits = || input_commits(broker, topics, group);
+    primetime_e2e::eventually(timeout, || (commits() == ends).then_some(()))
+        .ok_or_else(|| format!("committed offsets {:?} != ends {ends:?}", commits()))
+}
+
 /// Per input topic, per partition: the offset after its last record
 /// (-1 for an empty partition): where commits end once all is processed.
 pub fn log_ends(inputs: &[(String, Vec<Record>)]) -> Vec<Vec<i64>> {

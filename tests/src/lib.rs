@@ -55,6 +55,12 @@ impl Broker {
         }
     }
 
+    /// The PID of the broker this harness started (it leads its own
+    /// process group); `None` for an external broker.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `PRIMETIME_TEST_KAFKA`, or a fresh `noida-db`. Panics with what to
     /// do when neither works.
     pub fn start() -> Self {
