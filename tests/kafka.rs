@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{PARTITIONS, Topics, dead_letters, publish, published, reference, write_config};
-use primetime_e2e::{Broker, Record, Service, committed, eventually, read_topic, unique};
+use primetime_e2e::{Broker, Record, Service, eventually, read_topic, unique};
 
 /// Runs `instances` services in one group on a published noisy log and
 /// checks prices, dead letters and commits against the reference engine.

@@ -6,7 +6,8 @@
 //! partition returned. A broker that honours the limits answers with about
 //! `min(max_bytes, partitions × partition_max_bytes)` (at least one record
 //! batch per partition); noida-db's answers are what the overload scenario's
-//! client settings are chosen from.
+//! client settings are chosen from. Last, it times an empty fetch: whether
+//! the broker holds it for `max_wait_ms`.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -49,7 +50,8 @@ pub fn run(p: &ProbeArgs) -> anyhow::Result<()> {
         for (max_bytes, partition_max) in
             [(1 << 20, 64 << 10), (16 << 20, 1 << 20), (1 << 30, 1 << 30)]
         {
-            let answer = conn.fetch(version, &topic, a.partitions, max_bytes, partition_max)?;
+            let answer =
+                conn.fetch(version, &topic, a.partitions, max_bytes, partition_max, 100)?;
             let records: u64 = answer.partitions.iter().map(|p| p.records).sum();
             let largest = answer.partitions.iter().map(|p| p.bytes).max().unwrap_or(0);
             println!(
@@ -65,6 +67,21 @@ pub fn run(p: &ProbeArgs) -> anyhow::Result<()> {
                     .join(" ")
             );
         }
+    }
+    // An empty fetch: the prices topic holds nothing here. A broker
+    // honouring `max_wait_ms` (librdkafka's `fetch.wait.max.ms`, default
+    // 500) holds the request that long before answering empty; answering
+    // at once makes a consumer at the end of its log fetch in a loop.
+    let empty = format!("{prefix}.prices");
+    for max_wait in [100, 500] {
+        let t = std::time::Instant::now();
+        let answer = conn.fetch(4, &empty, 1, 1 << 20, 1 << 20, max_wait)?;
+        println!(
+            "empty Fetch v4 (min_bytes 1, max_wait_ms {max_wait}) on {empty}/0: answered after \
+             {:.1} ms with {} bytes",
+            t.elapsed().as_secs_f64() * 1e3,
+            answer.size
+        );
     }
     Ok(())
 }
@@ -201,9 +218,10 @@ impl Conn {
         partitions: u32,
         max_bytes: i32,
         partition_max: i32,
+        max_wait_ms: i32,
     ) -> anyhow::Result<FetchAnswer> {
         let mut b = Enc::default();
-        b.i32(-1).i32(100).i32(1).i32(max_bytes).i8(0);
+        b.i32(-1).i32(max_wait_ms).i32(1).i32(max_bytes).i8(0);
         if version >= 7 {
             b.i32(0).i32(-1); // no fetch session
         }

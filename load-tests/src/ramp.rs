@@ -191,7 +191,9 @@ fn start_publisher(
         .current_dir(repo_root())
         .env("PRIMETIME_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join(format!("publisher-{step}.log")))?)
+        .stderr(std::fs::File::create(
+            dir.join(format!("publisher-{step}.log")),
+        )?)
         .spawn()
         .context("start primetime simulate --kafka")
 }
@@ -204,7 +206,10 @@ pub fn run(a: &RampArgs) -> anyhow::Result<()> {
     );
     let throttled = a.duty < 1.0;
     let label = if throttled {
-        format!("Kafka ramp, service throttled to {:.0} % CPU", a.duty * 100.0)
+        format!(
+            "Kafka ramp, service throttled to {:.0} % CPU",
+            a.duty * 100.0
+        )
     } else {
         "Kafka ramp".to_owned()
     };
@@ -390,8 +395,9 @@ pub fn run(a: &RampArgs) -> anyhow::Result<()> {
     result.note = Some(format!(
         "{outcome}. `simulate --kafka --rate R` ({} drivers, {} partitions per input topic) \
          publishes live for {} s per step while `serve --kafka` consumes; figures from the last {} \
-         s of each step; sustained = backlog slope < {:.0} % of the offered rate and < {} s of \
-         input left. Publisher, broker (noida-db) and service share the 2 cores. Steps: {}",
+         s of each step; sustained = backlog slope and offered - taken < {:.0} % of the offered \
+         rate, and < {} s of input left. Publisher, broker (noida-db) and service share the 2 \
+         cores. Steps: {}",
         a.drivers,
         a.partitions,
         a.step_secs,

@@ -185,10 +185,20 @@ fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Result<&'a str, ApiEr
 }
 
 fn coordinate(field: &str, value: Option<f64>, limit: f64) -> Result<f64, ApiError> {
+    coordinate_named(|| field.to_owned(), value, limit)
+}
+
+/// As [`coordinate`], naming the field only when the value is bad (batch
+/// fields are named by index: no string built per valid location).
+fn coordinate_named(
+    field: impl FnOnce() -> String,
+    value: Option<f64>,
+    limit: f64,
+) -> Result<f64, ApiError> {
     match value {
         Some(v) if v.is_finite() && (-limit..=limit).contains(&v) => Ok(v),
         _ => Err(ApiError::field(
-            field,
+            field(),
             format!("must be a number in [-{limit}, {limit}]"),
         )),
     }
@@ -235,8 +245,8 @@ pub async fn prices(
         Ok(batch) if batch.locations.len() <= MAX_BATCH => {
             let mut cells = Vec::with_capacity(batch.locations.len());
             for (i, loc) in batch.locations.iter().enumerate() {
-                let lat = coordinate(&format!("locations[{i}].lat"), Some(loc.lat), 90.0)?;
-                let lng = coordinate(&format!("locations[{i}].lng"), Some(loc.lng), 180.0)?;
+                let lat = coordinate_named(|| format!("locations[{i}].lat"), Some(loc.lat), 90.0)?;
+                let lng = coordinate_named(|| format!("locations[{i}].lng"), Some(loc.lng), 180.0)?;
                 cells.push(cell_at(&state, lat, lng, "locations")?);
             }
             cells
@@ -245,17 +255,28 @@ pub async fn prices(
     };
     let s = status(&state);
     let found = lookup(&state, &cells).await;
-    let answers: Vec<PriceAnswer> = cells
+    let prices: Vec<PriceAnswer> = cells
         .iter()
         .enumerate()
         .map(|(i, c)| answer_found(*c, &found.found(i), &s))
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "prices": answers,
-        "tick": s.tick,
-        "model_version": s.model_version.as_str(),
-        "stale": s.stale,
-    })))
+    // Typed, not a `json!` value: that built a map per answer and cost
+    // about a quarter of the endpoint's CPU.
+    Ok(HttpResponse::Ok().json(BatchAnswer {
+        prices,
+        tick: s.tick,
+        model_version: s.model_version.as_str(),
+        stale: s.stale,
+    }))
+}
+
+/// The answer of `POST /v1/prices`.
+#[derive(Serialize)]
+struct BatchAnswer<'a> {
+    prices: Vec<PriceAnswer<'a>>,
+    tick: Option<Tick>,
+    model_version: &'a str,
+    stale: bool,
 }
 
 #[derive(serde::Deserialize)]
