@@ -43,7 +43,7 @@ struct ServeArgs {
     /// Cell shard actors [default: number of cores].
     #[arg(long, env = "PRIMETIME_SHARDS")]
     shards: Option<String>,
-    /// HTTP worker threads [default: cores - 1, at least 1].
+    /// HTTP worker threads [default: cores - 1, at least 2].
     #[arg(long, env = "PRIMETIME_HTTP_WORKERS")]
     http_workers: Option<String>,
     /// Embedded simulator speed, sim seconds per wall second [default: 1].

@@ -23,9 +23,11 @@ pub const EXIT_USAGE: i32 = 64;
 pub struct ServiceConfig {
     /// HTTP listen address. Default `127.0.0.1:8080`.
     pub http_addr: String,
-    /// HTTP worker threads. Default: cores − 1 (at least 1), leaving a
-    /// core to the pipeline; on 2 cores one worker gives the best tail
-    /// latency (BENCHMARKS.md).
+    /// HTTP worker threads. Default: cores − 1, at least 2. Leaving a core
+    /// to the pipeline pays on larger machines; below 2 workers one slow
+    /// request (a batch of 1,000 locations) holds up every other, and on 2
+    /// cores a second worker carried 1.8× the batch requests (BENCHMARKS.md
+    /// note 3).
     pub http_workers: usize,
     /// Cell shard actors. Default: the number of CPU cores.
     pub shards: usize,
@@ -67,7 +69,7 @@ impl Default for ServiceConfig {
         Self {
             http_addr: "127.0.0.1:8080".to_owned(),
             http_workers: std::thread::available_parallelism()
-                .map_or(1, |n| n.get().saturating_sub(1).max(1)),
+                .map_or(2, |n| n.get().saturating_sub(1).max(2)),
             shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
             mailbox: 64,
             batch_size: 4096,
