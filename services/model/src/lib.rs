@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use card::{ModelCard, card_path};
-pub use onnx::{MAX_BATCH, OnnxModel, PLAN_BATCH_SIZES, load};
+pub use onnx::{MAX_BATCH, OnnxModel, load};
 pub use primetime_core::{FEATURE_COUNT, FEATURE_NAMES, FeatureRow, ModelError, PriceModel};
 
 /// Why a model could not be loaded. Each message names the file and the

@@ -2,15 +2,16 @@
 //!
 //! tract plans built for a fixed input shape run about twice as fast as one
 //! built for a symbolic batch dimension, so [`load`] builds one optimised
-//! plan per size in [`PLAN_BATCH_SIZES`]. [`OnnxModel::predict`] splits a
-//! batch into chunks of at most [`MAX_BATCH`] rows and covers each chunk
-//! with runs of those sizes, padding the last run with zero rows whose
-//! outputs are discarded.
+//! plan for [`MAX_BATCH`] rows. [`OnnxModel::predict`] splits a batch into
+//! runs of that size, padding the last with zero rows whose outputs are
+//! discarded.
 //!
-//! Padding and splitting are safe because tract computes each output row
-//! from its input row alone, bit for bit the same whatever the plan (tested
-//! in `tests/load.rs`): the engine's contract that a row's price does not
-//! depend on its batch.
+//! One plan size, not several: tract picks its kernels by shape and CPU
+//! (on AVX-512 hosts a 64-row plan and a 1-row plan round differently in
+//! the last bit), and the engine's contract is that a row's price does not
+//! depend on its batch — on how many cells a shard happens to hold. With
+//! one shape every row goes through the same kernels whatever the batch
+//! (tested in `tests/load.rs`); a small tick pays a padded run (~0.4 ms).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,47 +27,9 @@ use crate::LoadError;
 use crate::card::{ModelCard, card_path};
 use primetime_core::{FEATURE_COUNT, FeatureRow, ModelError, PriceModel};
 
-/// Batch sizes with a plan of their own, ascending, 8× apart; see
-/// `next_run` for how a batch is covered with them.
-pub const PLAN_BATCH_SIZES: [usize; 5] = [1, 8, 64, 512, 4096];
-
-/// The largest run: bigger batches are split into runs of at most this many
-/// rows.
-pub const MAX_BATCH: usize = PLAN_BATCH_SIZES[PLAN_BATCH_SIZES.len() - 1];
-
-/// The fixed cost of one tract run, in rows of compute: ~7 µs of
-/// per-op overhead against ~0.15 µs per row of the 7 → 32 → 32 → 1 MLP.
-const RUN_OVERHEAD_ROWS: usize = 48;
-
-/// The next run over `remaining` rows (`1..=MAX_BATCH`): the index of its
-/// plan in [`PLAN_BATCH_SIZES`], how many rows it takes, and the estimated
-/// cost in rows of covering all `remaining` rows this way.
-///
-/// Either the smallest plan that holds every row runs, padded, or the next
-/// smaller plan runs full and the rest is covered the same way, whichever
-/// costs less with [`RUN_OVERHEAD_ROWS`] per run: 600 rows run as
-/// 512 + 64 + 24→64 rather than 600→4096, and 4,000 as 4000→4096 rather
-/// than fourteen runs. The recursion removes at least the smaller plan's
-/// size per level, so its depth stays under 8 per plan size.
-fn next_run(remaining: usize) -> (usize, usize, usize) {
-    debug_assert!((1..=MAX_BATCH).contains(&remaining));
-    let fit = PLAN_BATCH_SIZES
-        .iter()
-        .position(|&b| b >= remaining)
-        .unwrap_or(PLAN_BATCH_SIZES.len() - 1);
-    let padded = RUN_OVERHEAD_ROWS + PLAN_BATCH_SIZES[fit];
-    if fit == 0 {
-        return (fit, remaining.min(PLAN_BATCH_SIZES[fit]), padded);
-    }
-    let lower = PLAN_BATCH_SIZES[fit - 1];
-    let (_, _, rest) = next_run(remaining - lower);
-    let split = RUN_OVERHEAD_ROWS + lower + rest;
-    if padded <= split {
-        (fit, remaining, padded)
-    } else {
-        (fit - 1, lower, split)
-    }
-}
+/// Rows of the one plan: bigger batches run in several runs of this
+/// many rows, smaller ones padded.
+pub const MAX_BATCH: usize = 4096;
 
 /// One optimised plan for a fixed `[batch, 7]` input.
 struct Plan {
@@ -81,8 +44,8 @@ struct Plan {
 pub struct OnnxModel {
     card: ModelCard,
     path: PathBuf,
-    /// One plan per entry of [`PLAN_BATCH_SIZES`], in the same order.
-    plans: Vec<Plan>,
+    /// The plan for [`MAX_BATCH`] rows.
+    plan: Plan,
 }
 
 /// Loads the model at `path` and its card `<stem>.card.json`.
@@ -128,14 +91,11 @@ pub fn load(path: &Path) -> Result<OnnxModel, LoadError> {
         message,
     })?;
 
-    let plans = PLAN_BATCH_SIZES
-        .iter()
-        .map(|&batch| build_plan(model.clone(), batch, path))
-        .collect::<Result<Vec<_>, _>>()?;
+    let plan = build_plan(model, MAX_BATCH, path)?;
     Ok(OnnxModel {
         card,
         path: path.to_owned(),
-        plans,
+        plan,
     })
 }
 
@@ -350,17 +310,10 @@ impl PriceModel for OnnxModel {
         out.clear();
         out.reserve(rows.len());
         for chunk in rows.chunks(MAX_BATCH) {
-            let mut rest = chunk;
-            while !rest.is_empty() {
-                let (plan, take, _) = next_run(rest.len());
-                let (part, tail) = rest.split_at(take);
-                self.run(&self.plans[plan], part, out)
-                    .map_err(|e| ModelError {
-                        version: self.card.version.clone(),
-                        message: format!("{e:#}"),
-                    })?;
-                rest = tail;
-            }
+            self.run(&self.plan, chunk, out).map_err(|e| ModelError {
+                version: self.card.version.clone(),
+                message: format!("{e:#}"),
+            })?;
         }
         Ok(())
     }
@@ -372,7 +325,7 @@ impl fmt::Debug for OnnxModel {
             .field("version", &self.card.version)
             .field("path", &self.path)
             .field("sha256", &self.card.sha256)
-            .field("plan_batch_sizes", &PLAN_BATCH_SIZES)
+            .field("plan_batch", &MAX_BATCH)
             .finish()
     }
 }
@@ -388,34 +341,8 @@ mod tests {
         assert_send_sync::<OnnxModel>();
     }
 
-    /// The plan sizes `predict` runs for a chunk of `n` rows.
-    fn runs(mut n: usize) -> Vec<usize> {
-        let mut sizes = Vec::new();
-        while n > 0 {
-            let (plan, take, _) = next_run(n);
-            assert!(take <= PLAN_BATCH_SIZES[plan] && take > 0);
-            sizes.push(PLAN_BATCH_SIZES[plan]);
-            n -= take;
-        }
-        sizes
-    }
-
-    #[test]
-    fn runs_cover_rows_without_much_padding() {
-        assert_eq!(runs(1), [1]);
-        assert_eq!(runs(5), [8]);
-        assert_eq!(runs(600), [512, 64, 64]);
-        assert_eq!(runs(2100), [512, 512, 512, 512, 64]);
-        assert_eq!(runs(4000), [4096]);
-        assert_eq!(runs(4096), [4096]);
-        for n in 1..=MAX_BATCH {
-            let padded: usize = runs(n).iter().sum();
-            assert!(padded >= n && padded - n <= n.max(64), "{n}: {:?}", runs(n));
-        }
-    }
-
     /// The tiling rewrite of `tile_row_constants` changes no output bit:
-    /// the shipped model, every plan size, pseudo-random count rows with
+    /// the shipped model, the plan size, pseudo-random count rows with
     /// edge values (0, huge, infinite, NaN), against plans built
     /// without it.
     #[test]
@@ -461,7 +388,8 @@ mod tests {
                 })
             })
             .collect();
-        for &batch in &PLAN_BATCH_SIZES {
+        {
+            let batch = MAX_BATCH;
             let plain = build_plan_with(model.clone(), batch, &path, false).unwrap();
             let tiled = build_plan_with(model.clone(), batch, &path, true).unwrap();
             let cards = ModelCard::read(&card_path(&path)).unwrap();
@@ -469,11 +397,11 @@ mod tests {
                 let m = OnnxModel {
                     card: cards.clone(),
                     path: path.clone(),
-                    plans: vec![plan],
+                    plan,
                 };
                 let mut out = Vec::new();
                 for chunk in rows.chunks(batch) {
-                    m.run(&m.plans[0], chunk, &mut out).unwrap();
+                    m.run(&m.plan, chunk, &mut out).unwrap();
                 }
                 out
             };
@@ -486,11 +414,5 @@ mod tests {
                 .count();
             assert_eq!(differ, 0, "batch {batch}: {differ} outputs differ");
         }
-    }
-
-    #[test]
-    fn batch_sizes_ascend() {
-        assert!(PLAN_BATCH_SIZES.windows(2).all(|w| w[0] < w[1]));
-        assert_eq!(PLAN_BATCH_SIZES[0], 1);
     }
 }

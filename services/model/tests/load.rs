@@ -83,8 +83,8 @@ fn golden_outputs_in_one_batch() {
     assert_close(&predict(&model, &g.rows), &g.outputs, "whole golden set");
 }
 
-/// 5,000 rows: one full run of `MAX_BATCH`, then 904 rows in smaller,
-/// padded runs.
+/// 5,000 rows: one full run of `MAX_BATCH`, then 904 rows in a padded
+/// run.
 #[test]
 fn golden_outputs_across_chunks_and_padding() {
     let (model, g) = (tiny(), golden());
@@ -215,7 +215,8 @@ fn wrong_output_shape() {
     let err = load_err("wrong_output.onnx");
     assert!(matches!(err, LoadError::WrongShape { .. }), "{err:?}");
     assert!(
-        err.to_string().contains("the output is float32[1, 2]"),
+        err.to_string()
+            .contains(&format!("the output is float32[{MAX_BATCH}, 2]")),
         "{err}"
     );
 }
