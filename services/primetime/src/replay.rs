@@ -104,16 +104,7 @@ where
     I: crate::pipeline::Input + 'static,
     S: Sink + 'static,
 {
-    let options = PipelineOptions {
-        shards: config.shards,
-        mailbox: config.mailbox,
-        batch_size: config.batch_size,
-        active: None,
-        exchange: None,
-        snapshots: None,
-        restore: None,
-        publish_from: None,
-    };
+    let options = PipelineOptions::sized(config.shards, config.mailbox, config.batch_size);
     run_with_options(config, options, input, sink, model)
 }
 

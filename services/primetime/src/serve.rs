@@ -178,14 +178,8 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
 
 fn pipeline_options(config: &ServiceConfig, parts: &Parts) -> PipelineOptions {
     PipelineOptions {
-        shards: config.shards,
-        mailbox: config.mailbox,
-        batch_size: config.batch_size,
         active: Some(Arc::clone(&parts.active)),
-        exchange: None,
-        snapshots: None,
-        restore: None,
-        publish_from: None,
+        ..PipelineOptions::sized(config.shards, config.mailbox, config.batch_size)
     }
 }
 

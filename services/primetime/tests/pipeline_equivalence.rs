@@ -189,17 +189,16 @@ fn a_pipeline_restored_from_any_snapshot_continues_with_the_same_decisions() {
         .collect();
     let options =
         |snapshots: Option<Arc<Snapshots>>, restore| primetime::pipeline::PipelineOptions {
-            shards: config.shards,
-            mailbox: config.mailbox,
-            batch_size: config.batch_size,
-            active: None,
-            exchange: None,
             snapshots: snapshots.map(|s| primetime::pipeline::SnapshotOptions {
                 every_ticks: 3,
                 sink: s,
             }),
             restore,
-            publish_from: None,
+            ..primetime::pipeline::PipelineOptions::sized(
+                config.shards,
+                config.mailbox,
+                config.batch_size,
+            )
         };
     let json = |sink: &CollectSink| -> Vec<(i64, String)> {
         sink.0

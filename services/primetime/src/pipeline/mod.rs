@@ -59,6 +59,23 @@ pub struct PipelineOptions {
     pub publish_from: Option<Tick>,
 }
 
+impl PipelineOptions {
+    /// A pipeline of this size, and nothing else: no map view, no
+    /// exchange, no snapshots, an empty start, every tick published.
+    pub fn sized(shards: usize, mailbox: usize, batch_size: usize) -> Self {
+        Self {
+            shards,
+            mailbox,
+            batch_size,
+            active: None,
+            exchange: None,
+            snapshots: None,
+            restore: None,
+            publish_from: None,
+        }
+    }
+}
+
 /// A running pipeline.
 pub struct Pipeline {
     pub clock: tokio::task::JoinHandle<anyhow::Result<ClockSummary>>,
