@@ -34,7 +34,7 @@ pub fn run(p: &ProbeArgs) -> anyhow::Result<()> {
     let topic = format!("{prefix}.drivers");
     println!(
         "published {published} records; probing {topic} ({} partitions) on {}",
-        a.partitions, broker.addr
+        a.city.partitions, broker.addr
     );
     let mut conn = Conn::open(&broker.addr)?;
     let fetch_versions = conn.fetch_versions()?;
@@ -50,8 +50,14 @@ pub fn run(p: &ProbeArgs) -> anyhow::Result<()> {
         for (max_bytes, partition_max) in
             [(1 << 20, 64 << 10), (16 << 20, 1 << 20), (1 << 30, 1 << 30)]
         {
-            let answer =
-                conn.fetch(version, &topic, a.partitions, max_bytes, partition_max, 100)?;
+            let answer = conn.fetch(
+                version,
+                &topic,
+                a.city.partitions,
+                max_bytes,
+                partition_max,
+                100,
+            )?;
             let records: u64 = answer.partitions.iter().map(|p| p.records).sum();
             let largest = answer.partitions.iter().map(|p| p.bytes).max().unwrap_or(0);
             println!(

@@ -225,16 +225,7 @@ fn measure(
             cpu_seconds(pid).unwrap_or(0.0),
             cpu_seconds(std::process::id()).unwrap_or(0.0),
         );
-        let (r, load) = with_load(|| {
-            loadgen::run(
-                addr,
-                &kind.requests,
-                a.connections,
-                Schedule::Open { rate },
-                Duration::from_secs(a.seconds),
-            )
-        });
-        let r = r?;
+        let (r, load) = open_loop(a, kind, addr, rate, Duration::from_secs(a.seconds))?;
         print_phase(kind.short, share, rate, &r);
         let service_cores = (cpu_seconds(pid).unwrap_or(0.0) - cpu0) / r.seconds;
         let generator_cores = (cpu_seconds(std::process::id()).unwrap_or(0.0) - own0) / r.seconds;
@@ -322,6 +313,27 @@ fn measure(
     Ok(ok)
 }
 
+/// One open-loop phase of `kind` at `rate` over the scenario's
+/// connections, with the load average around it.
+fn open_loop(
+    a: &HttpArgs,
+    kind: &Kind,
+    addr: SocketAddr,
+    rate: f64,
+    seconds: Duration,
+) -> anyhow::Result<(PhaseReport, LoadAvg)> {
+    let (r, load) = with_load(|| {
+        loadgen::run(
+            addr,
+            &kind.requests,
+            a.connections,
+            Schedule::Open { rate },
+            seconds,
+        )
+    });
+    Ok((r?, load))
+}
+
 /// Shares of the closed-loop maximum tried, in order, for the highest
 /// open-loop rate that meets the p99 goal.
 const CAPACITY_SHARES: [f64; 8] = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
@@ -343,16 +355,7 @@ fn capacity_at_goal(
     let mut errors = 0;
     for share in CAPACITY_SHARES {
         let rate = max * share;
-        let (r, load) = with_load(|| {
-            loadgen::run(
-                addr,
-                &kind.requests,
-                a.connections,
-                Schedule::Open { rate },
-                seconds,
-            )
-        });
-        let r = r?;
+        let (r, load) = open_loop(a, kind, addr, rate, seconds)?;
         errors += r.errors;
         let p99 = r.quantile_ms(0.99);
         let met = p99 < kind.goal_p99_ms && r.errors == 0;

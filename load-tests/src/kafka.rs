@@ -18,15 +18,8 @@ pub struct LoadArgs {
     /// Simulated minutes in the backlog.
     #[arg(long, default_value_t = 10)]
     pub minutes: u32,
-    /// Simulated drivers (volume knob).
-    #[arg(long, default_value_t = 60_000)]
-    pub drivers: u32,
-    /// Simulated demand sessions per second (volume knob).
-    #[arg(long, default_value_t = 1_200.0)]
-    pub demand_per_s: f64,
-    /// Partitions per input topic.
-    #[arg(long, default_value_t = 8)]
-    pub partitions: u32,
+    #[command(flatten)]
+    pub city: CityArgs,
     /// Goal, events per second (firehose).
     #[arg(long, default_value_t = 400_000.0)]
     pub goal: f64,
@@ -35,13 +28,42 @@ pub struct LoadArgs {
     pub max_rss_mib: f64,
 }
 
+/// The simulated city the Kafka scenarios publish, and the input topics'
+/// partitions.
+#[derive(clap::Args, Clone)]
+pub struct CityArgs {
+    /// Simulated drivers (volume knob: records per simulated minute).
+    #[arg(long, default_value_t = 60_000)]
+    pub drivers: u32,
+    /// Simulated demand sessions per second (volume knob).
+    #[arg(long, default_value_t = 1_200.0)]
+    pub demand_per_s: f64,
+    /// Partitions per input topic.
+    #[arg(long, default_value_t = 8)]
+    pub partitions: u32,
+}
+
+impl CityArgs {
+    /// The `[sim]` table of a publisher's config: this city from
+    /// `start_ms` on.
+    pub fn sim_toml(&self, seed: Option<u64>, start_ms: i64) -> String {
+        let seed = seed.map(|s| format!("seed = {s}\n")).unwrap_or_default();
+        format!(
+            "[sim]\n{seed}start_ms = {start_ms}\ndrivers = {}\ndemand_per_s = {}\n",
+            self.drivers, self.demand_per_s
+        )
+    }
+}
+
 impl LoadArgs {
     pub fn for_probe(minutes: u32) -> Self {
         Self {
             minutes,
-            drivers: 60_000,
-            demand_per_s: 1_200.0,
-            partitions: 8,
+            city: CityArgs {
+                drivers: 60_000,
+                demand_per_s: 1_200.0,
+                partitions: 8,
+            },
             goal: 0.0,
             max_rss_mib: 0.0,
         }
@@ -120,10 +142,9 @@ pub fn write_config(
     std::fs::write(
         &config,
         format!(
-            "{}[sim]\nstart_ms = {start_ms}\ndrivers = {}\ndemand_per_s = {}\n",
-            kafka_toml(broker, &prefix, a.partitions, client),
-            a.drivers,
-            a.demand_per_s,
+            "{}{}",
+            kafka_toml(broker, &prefix, a.city.partitions, client),
+            a.city.sim_toml(None, start_ms)
         ),
     )?;
     Ok((prefix, config))
@@ -247,7 +268,7 @@ pub fn overload(o: &OverloadArgs) -> anyhow::Result<()> {
     let log = dir.path().join("service.log");
     let service = Service::start(&config, &log, &[]);
     let pid = service.child.id();
-    wait_joined(&service, a.partitions)?;
+    wait_joined(&service, a.city.partitions)?;
     let throttle = Throttle::start(pid, o.duty, Duration::from_millis(o.period_ms));
     let (minutes, broker_addr, cfg) = (a.minutes, broker.addr.clone(), config.clone());
     let rate = (o.rate > 0.0).then_some(o.rate);
@@ -330,7 +351,7 @@ pub fn overload(o: &OverloadArgs) -> anyhow::Result<()> {
          noida-db, publisher and service share the 2 cores; RSS sampled every second from \
          /proc/PID/status while publishing ({} samples)",
         a.minutes,
-        a.drivers,
+        a.city.drivers,
         if o.rate > 0.0 {
             format!("{:.0}", o.rate)
         } else {
@@ -510,7 +531,7 @@ pub fn firehose(a: &LoadArgs) -> anyhow::Result<()> {
     result.note = Some(format!(
         "a {published}-record simulated backlog ({} partitions per input topic) drained through \
          `primetime serve --kafka`; broker noida-db on the same 2 cores",
-        a.partitions
+        a.city.partitions
     ));
     result.figures = vec![
         Figure::goal(

@@ -101,6 +101,24 @@ struct Conn {
     framing: Option<(u16, usize)>,
 }
 
+/// An idle connection `c`, registered with `poll` under `Token(c)`.
+fn open_conn(poll: &Poll, addr: SocketAddr, c: usize) -> std::io::Result<Conn> {
+    let mut stream = connect(addr)?;
+    poll.registry().register(
+        &mut stream,
+        Token(c),
+        Interest::READABLE | Interest::WRITABLE,
+    )?;
+    Ok(Conn {
+        stream,
+        inflight: None,
+        request: 0,
+        written: 0,
+        buf: Vec::with_capacity(4096),
+        framing: None,
+    })
+}
+
 fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_nodelay(true)?;
@@ -175,20 +193,8 @@ pub fn run(
     )?;
     let mut conns = Vec::with_capacity(connections);
     for i in 0..connections {
-        let mut stream = connect(addr).with_context(|| format!("connect to {addr}"))?;
-        poll.registry().register(
-            &mut stream,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        conns.push(Some(Conn {
-            stream,
-            inflight: None,
-            request: 0,
-            written: 0,
-            buf: Vec::with_capacity(4096),
-            framing: None,
-        }));
+        let conn = open_conn(&poll, addr, i).with_context(|| format!("connect to {addr}"))?;
+        conns.push(Some(conn));
     }
     let mut report = PhaseReport {
         ok: 0,
@@ -385,20 +391,8 @@ fn fail(
     let _ = poll.registry().deregister(&mut old.stream);
     drop(old);
     idle.retain(|&i| i != c);
-    if let Ok(mut stream) = connect(addr) {
-        poll.registry().register(
-            &mut stream,
-            Token(c),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
-        conns[c] = Some(Conn {
-            stream,
-            inflight: None,
-            request: 0,
-            written: 0,
-            buf: Vec::with_capacity(4096),
-            framing: None,
-        });
+    if let Ok(conn) = open_conn(poll, addr, c) {
+        conns[c] = Some(conn);
         idle.push(c);
     }
     anyhow::ensure!(

@@ -26,7 +26,7 @@ use anyhow::Context as _;
 use primetime_e2e::{Broker, Service, repo_root, service_binary, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 
-use crate::kafka::{Throttle, kafka_toml, wait_joined};
+use crate::kafka::{CityArgs, Throttle, kafka_toml, wait_joined};
 use crate::results::{Figure, LoadAvg, RunResult};
 use crate::util::{cpu_seconds, group_cpu_seconds, load_1m, now_ms, processed};
 
@@ -47,15 +47,8 @@ pub struct RampArgs {
     /// start-up, the first fetches).
     #[arg(long, default_value_t = 8)]
     pub warmup_secs: u64,
-    /// Simulated drivers (volume knob: records per simulated minute).
-    #[arg(long, default_value_t = 60_000)]
-    pub drivers: u32,
-    /// Simulated demand sessions per second.
-    #[arg(long, default_value_t = 1_200.0)]
-    pub demand_per_s: f64,
-    /// Partitions per input topic.
-    #[arg(long, default_value_t = 8)]
-    pub partitions: u32,
+    #[command(flatten)]
+    pub city: CityArgs,
     /// Simulated minutes reserved per step (more than a step publishes).
     #[arg(long, default_value_t = 60)]
     pub span_minutes: u32,
@@ -176,10 +169,8 @@ fn start_publisher(
     std::fs::write(
         &config,
         format!(
-            "{kafka}[sim]\nseed = {}\nstart_ms = {start_ms}\ndrivers = {}\ndemand_per_s = {}\n",
-            1_000 + step,
-            a.drivers,
-            a.demand_per_s
+            "{kafka}{}",
+            a.city.sim_toml(Some(1_000 + step as u64), start_ms)
         ),
     )?;
     Command::new(service_binary())
@@ -226,7 +217,7 @@ pub fn run(a: &RampArgs) -> anyhow::Result<()> {
     let broker_pgid = broker.pid();
     let dir = tempfile::tempdir()?;
     let prefix = unique("ramp");
-    let kafka = kafka_toml(&broker, &prefix, a.partitions, &[]);
+    let kafka = kafka_toml(&broker, &prefix, a.city.partitions, &[]);
     let service_config = dir.path().join("primetime.toml");
     std::fs::write(&service_config, &kafka)?;
     let topics = [format!("{prefix}.drivers"), format!("{prefix}.demand")];
@@ -248,7 +239,7 @@ pub fn run(a: &RampArgs) -> anyhow::Result<()> {
     let log = dir.path().join("service.log");
     let service = Service::start(&service_config, &log, &[]);
     let pid = service.child.id();
-    wait_joined(&service, a.partitions)?;
+    wait_joined(&service, a.city.partitions)?;
     let throttle = Throttle::start(pid, a.duty, Duration::from_millis(100));
 
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
@@ -289,7 +280,7 @@ pub fn run(a: &RampArgs) -> anyhow::Result<()> {
             let t = t0.elapsed().as_secs_f64();
             let sample = Sample {
                 t,
-                published: published(&consumer, &topics, a.partitions)?,
+                published: published(&consumer, &topics, a.city.partitions)?,
                 taken: processed(&service).context("service status")?,
                 service_cpu: cpu_seconds(pid).unwrap_or(0.0),
                 publisher_cpu: cpu_seconds(pub_pid).unwrap_or(0.0),
@@ -329,7 +320,7 @@ pub fn run(a: &RampArgs) -> anyhow::Result<()> {
             break;
         }
         // Drain what is left before the next step.
-        let total = published(&consumer, &topics, a.partitions)?;
+        let total = published(&consumer, &topics, a.city.partitions)?;
         let drained = primetime_e2e::eventually(Duration::from_secs(120), || {
             (processed(&service)? >= total).then_some(())
         });
@@ -398,8 +389,8 @@ pub fn run(a: &RampArgs) -> anyhow::Result<()> {
          s of each step; sustained = backlog slope and offered - taken < {:.0} % of the offered \
          rate, and < {} s of input left. Publisher, broker (noida-db) and service share the 2 \
          cores. Steps: {}",
-        a.drivers,
-        a.partitions,
+        a.city.drivers,
+        a.city.partitions,
         a.step_secs,
         a.step_secs - a.warmup_secs,
         a.max_growth * 100.0,
