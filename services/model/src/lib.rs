@@ -3,7 +3,8 @@
 //!
 //! [`load`] reads `<name>.onnx` and its model card `<name>.card.json`,
 //! checks them against each other and against the engine's feature contract,
-//! and builds fixed-shape tract plans. Every check that fails is a
+//! and builds one fixed-shape tract plan (4096 rows; smaller batches are
+//! padded, so a row's output never depends on its batch). Every check that fails is a
 //! [`LoadError`] naming what is wrong; the service logs it and prices with
 //! the fallback formula instead.
 //!

@@ -261,7 +261,7 @@ pub async fn prices(
         .map(|(i, c)| answer_found(*c, &found.found(i), &s))
         .collect();
     // Typed, not a `json!` value: that built a map per answer and cost
-    // about a quarter of the endpoint's CPU.
+    // about a fifth of the endpoint's CPU.
     Ok(HttpResponse::Ok().json(BatchAnswer {
         prices,
         tick: s.tick,
