@@ -158,8 +158,7 @@ pub fn run(a: &HttpArgs) -> anyhow::Result<()> {
         a.connections
     ));
     println!("http: overall -> {}", verdict(all_ok));
-    let path = result.write()?;
-    println!("wrote {}", path.display());
+    result.write()?;
     drop(service);
     Ok(())
 }

@@ -397,8 +397,7 @@ pub fn overload(o: &OverloadArgs) -> anyhow::Result<()> {
         ),
         Figure::info("overload: backlog left in Kafka", backlog as f64, "records"),
     ];
-    let path = result.write()?;
-    println!("wrote {}", path.display());
+    result.write()?;
     drop(service);
     if !(ok_factor && ok_rss) {
         let kept = dir.keep();
@@ -564,8 +563,7 @@ pub fn firehose(a: &LoadArgs) -> anyhow::Result<()> {
             ok_rss,
         ),
     ];
-    let path = result.write()?;
-    println!("wrote {}", path.display());
+    result.write()?;
     drop(service);
     Ok(())
 }

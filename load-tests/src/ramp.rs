@@ -436,8 +436,7 @@ pub fn run(a: &RampArgs) -> anyhow::Result<()> {
             "records/s",
         ));
     }
-    let path = result.write()?;
-    println!("wrote {}", path.display());
+    result.write()?;
     drop(service);
     Ok(())
 }

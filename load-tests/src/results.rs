@@ -113,13 +113,14 @@ impl RunResult {
         serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
     }
 
-    /// Writes `load-tests/results/<scenario>.json`; returns the path.
-    pub fn write(&self) -> anyhow::Result<PathBuf> {
+    /// Writes `load-tests/results/<scenario>.json` and says where.
+    pub fn write(&self) -> anyhow::Result<()> {
         let dir = results_dir();
         std::fs::create_dir_all(&dir)?;
         let path = dir.join(format!("{}.json", self.scenario));
         std::fs::write(&path, serde_json::to_string_pretty(self)? + "\n")?;
-        Ok(path)
+        println!("wrote {}", path.display());
+        Ok(())
     }
 }
 

@@ -122,8 +122,7 @@ pub fn run() -> anyhow::Result<()> {
          guardrails, commit; ticks {ticks:?} s; RSS sampled every 20 ms"
     ));
     result.figures = figures(cells, &ticks, steady_median, per_cell_state, per_cell_peak);
-    let path = result.write()?;
-    println!("wrote {}", path.display());
+    result.write()?;
     Ok(())
 }
 

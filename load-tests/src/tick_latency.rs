@@ -197,8 +197,7 @@ pub fn run(a: &TickArgs) -> anyhow::Result<()> {
         "ms",
     ));
     println!("tick-latency: overall -> {}", verdict(ok));
-    let path = result.write()?;
-    println!("wrote {}", path.display());
+    result.write()?;
     drop(service);
     Ok(())
 }
