@@ -47,8 +47,9 @@ pub fn write_config(
     minutes: u32,
     idle_timeout_ms: u64,
 ) -> PathBuf {
-    let start_ms =
-        (primetime::http::wall_clock_ms() - i64::from(minutes) * 60_000 - 30_000) / 1000 * 1000;
+    let start_ms = (primetime::wall_clock::wall_clock_ms() - i64::from(minutes) * 60_000 - 30_000)
+        / 1000
+        * 1000;
     let text = format!(
         r#"shards = 2
 [kafka]

@@ -316,7 +316,7 @@ fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         // Live input starts now unless the config pins the simulated clock
         // (logs and datasets keep the fixed default start: reproducible).
         if sim.start_ms == primetime_sim::SimConfig::default().start_ms {
-            sim.start_ms = crate::http::wall_clock_ms();
+            sim.start_ms = crate::wall_clock::wall_clock_ms();
         }
         let s = crate::kafka::producer::publish_simulation(&base.kafka, sim, minutes, rate)?;
         eprintln!(

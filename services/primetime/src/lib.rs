@@ -11,6 +11,8 @@
 //! - [`recovery`]: snapshots in Redis, epoch plans (restore, rewind), the
 //!   Redis price sink;
 //! - [`redis_store`]: the Redis price table (newest tick wins) and snapshots;
+//! - [`sinks`]: the `Sink` trait (where ticks' decisions go) and its contract;
+//! - [`wall_clock`]: the one place the wall clock is read;
 //! - [`table`]: the in-memory price table HTTP reads lock-free;
 //! - [`http`]: the actix-web API;
 //! - [`metrics`]: Prometheus metrics;
@@ -30,7 +32,9 @@ pub mod recovery;
 pub mod redis_store;
 pub mod replay;
 pub mod serve;
+pub mod sinks;
 pub mod table;
+pub mod wall_clock;
 
 /// Logs to stderr; filter with `PRIMETIME_LOG` (default `info`).
 pub fn init_tracing() {

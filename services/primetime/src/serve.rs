@@ -13,7 +13,7 @@ use primetime_core::{PriceDecision, Tick};
 use primetime_sim::{SimConfig, Simulator};
 
 use crate::config::ServiceConfig;
-use crate::http::{self, AppState, Limits, wall_clock_ms};
+use crate::http::{self, AppState, Limits};
 use crate::inputs::SimInput;
 use crate::kafka::consumer::Resumed;
 use crate::kafka::exchange::KafkaExchange;
@@ -23,6 +23,7 @@ use crate::pipeline::{Pipeline, PipelineOptions, Sink, SnapshotOptions};
 use crate::recovery::{RedisPriceSink, SnapshotWriter};
 use crate::redis_store::RedisStore;
 use crate::table::{ActiveView, PriceTable};
+use crate::wall_clock::wall_clock_ms;
 
 /// Publishes each tick into the in-memory price table.
 pub struct TableSink {

@@ -58,13 +58,6 @@ pub struct RemotePrices {
     pub complete: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Wall clock in ms since the Unix epoch.
-pub fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Registers every route on an actix-web app.
 pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     cfg.app_data(web::Data::new(state))

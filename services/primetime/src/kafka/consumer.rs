@@ -888,7 +888,7 @@ fn is_fatal(e: &rdkafka::error::KafkaError) -> bool {
 }
 
 fn wall_ms() -> i64 {
-    crate::http::wall_clock_ms()
+    crate::wall_clock::wall_clock_ms()
 }
 
 /// One pipeline epoch's view of the consumer ([`Input`]).

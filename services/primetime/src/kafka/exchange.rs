@@ -82,7 +82,7 @@ impl KafkaExchange {
             "{}-{}-{:x}",
             hostname(),
             std::process::id(),
-            crate::http::wall_clock_ms()
+            crate::wall_clock::wall_clock_ms()
         );
         let topic = config.topics.cell_stats.clone();
         let mut cc = config.client_config();
@@ -91,7 +91,7 @@ impl KafkaExchange {
             .set("enable.partition.eof", "false");
         let consumer: BaseConsumer = cc.create()?;
         let partitions = super::topic_partitions(&consumer, &topic)?;
-        let since = crate::http::wall_clock_ms() - LOOKBACK.as_millis() as i64;
+        let since = crate::wall_clock::wall_clock_ms() - LOOKBACK.as_millis() as i64;
         let mut tpl = TopicPartitionList::new();
         for &p in &partitions {
             tpl.add_partition_offset(&topic, p, Offset::Offset(since))?;

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use actix::Addr;
 use futures_util::future::join_all;
-use primetime_core::{CellId, PriceDecision, Summary, Tick, Watermark, time::bucket_of};
+use primetime_core::{CellId, Summary, Tick, Watermark, time::bucket_of};
 use tokio::sync::watch;
 
 use super::exchange::BoundaryExchange;
@@ -15,63 +15,7 @@ use super::shard::{BoundaryView, FireTick, ShardActor};
 use super::snapshot::{CutRequest, PipelineImage, SnapshotOptions};
 use super::source::Progress;
 use crate::metrics::Metrics;
-
-/// Where each tick's decisions go (price table, Kafka, a file).
-pub trait Sink: Send {
-    /// Called once per fired tick, in tick order, with that tick's changed
-    /// prices sorted by cell (possibly none).
-    fn publish(
-        &mut self,
-        tick: Tick,
-        tick_end_ms: i64,
-        decisions: &[PriceDecision],
-    ) -> anyhow::Result<()>;
-
-    /// Called once after the last tick (flush buffers).
-    fn finish(&mut self) -> anyhow::Result<()> {
-        Ok(())
-    }
-}
-
-/// Both sinks, in order (e.g. the price table, then Kafka).
-impl<A: Sink, B: Sink> Sink for (A, B) {
-    fn publish(
-        &mut self,
-        tick: Tick,
-        tick_end_ms: i64,
-        decisions: &[PriceDecision],
-    ) -> anyhow::Result<()> {
-        self.0.publish(tick, tick_end_ms, decisions)?;
-        self.1.publish(tick, tick_end_ms, decisions)
-    }
-
-    fn finish(&mut self) -> anyhow::Result<()> {
-        self.0.finish()?;
-        self.1.finish()
-    }
-}
-
-/// An optional sink (e.g. Redis, when configured).
-impl<S: Sink> Sink for Option<S> {
-    fn publish(
-        &mut self,
-        tick: Tick,
-        tick_end_ms: i64,
-        decisions: &[PriceDecision],
-    ) -> anyhow::Result<()> {
-        match self {
-            Some(s) => s.publish(tick, tick_end_ms, decisions),
-            None => Ok(()),
-        }
-    }
-
-    fn finish(&mut self) -> anyhow::Result<()> {
-        match self {
-            Some(s) => s.finish(),
-            None => Ok(()),
-        }
-    }
-}
+use crate::sinks::Sink;
 
 /// Totals of a finished clock.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

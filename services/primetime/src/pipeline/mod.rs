@@ -31,7 +31,8 @@ use actix::{Actor, Addr, Arbiter};
 use primetime_core::{Config, Policy, PriceDecision, PriceModel, Shard, Tick, TickPricer};
 use tokio::sync::watch;
 
-pub use clock::{ClockSummary, Sink};
+pub use crate::sinks::Sink;
+pub use clock::ClockSummary;
 pub use exchange::BoundaryExchange;
 use shard::ShardActor;
 pub use snapshot::{PipelineImage, SnapshotOptions, SnapshotSink};
