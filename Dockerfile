@@ -35,8 +35,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /app primetime
 WORKDIR /app
-# The default --model is the relative path models/primetime-v1.onnx; its card
-# models/primetime-v1.card.json must sit next to it.
+# The default model (models/primetime-v1) is built into the binary; the
+# files are shipped too, for --model /app/models/primetime-v1.onnx.
 COPY models/primetime-v1.onnx models/primetime-v1.card.json /app/models/
 COPY --from=build /out/primetime /usr/local/bin/primetime
 USER primetime

@@ -157,4 +157,37 @@ cargo build -p primetime --locked
 PRIMETIME_BIN="${CARGO_TARGET_DIR:-target}/debug/primetime" node tests/browser/map.test.mjs
 # ------------------------------------------------------------ end browser
 
+# ------------------------------------------------------------ first run
+# The README's first command, exactly: `cargo run --release` from the
+# workspace root serves prices on 127.0.0.1:8080 with the embedded default;
+# wait for the scripted stadium crowd to surge its cell, then stop it.
+log "first run: cargo run --release"
+if python3 -c 'import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(("127.0.0.1",8080))!=0)'; then
+  echo "127.0.0.1:8080 is taken: the README's first command cannot be smoke-tested"; exit 1
+fi
+cargo build --release --locked -p primetime
+first_run_log="$(mktemp)"
+setsid cargo run --release --locked >"$first_run_log" 2>&1 &
+first_run_pid=$!
+started_pids+=("$first_run_pid")
+python3 - <<'PY' || { tail -n 40 "$first_run_log"; echo "cargo run --release did not surge the stadium cell"; exit 1; }
+import json, time, urllib.request
+url = "http://127.0.0.1:8080/v1/price?lat=37.7786&lng=-122.3893"
+end, last = time.time() + 120, None
+while time.time() < end:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            last = json.load(r)
+        if last.get("priced") and last.get("multiplier", 1.0) > 1.0:
+            print(f"stadium cell priced: multiplier {last['multiplier']} at tick {last['tick']}, model {last['model_version']}")
+            raise SystemExit(0)
+    except (OSError, ValueError):
+        pass
+    time.sleep(1)
+print("last answer:", last)
+raise SystemExit(1)
+PY
+kill -TERM -- "-$first_run_pid" 2>/dev/null || true
+# ------------------------------------------------------- end first run
+
 log "all tests passed"

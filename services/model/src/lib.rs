@@ -1,7 +1,8 @@
 //! `primetime-model`: the ONNX pricing model behind the core's
 //! [`PriceModel`] seam (DESIGN §5).
 //!
-//! [`load`] reads `<name>.onnx` and its model card `<name>.card.json`,
+//! [`embedded`] builds the model the binary carries (`models/primetime-v1`,
+//! included at build time); [`load`] reads `<name>.onnx` and its model card `<name>.card.json`,
 //! checks them against each other and against the engine's feature contract,
 //! and builds one fixed-shape tract plan (4096 rows; smaller batches are
 //! padded, so a row's output never depends on its batch). Every check that fails is a
@@ -26,7 +27,7 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 pub use card::{ModelCard, card_path};
-pub use onnx::{MAX_BATCH, OnnxModel, load};
+pub use onnx::{EMBEDDED_NAME, MAX_BATCH, OnnxModel, embedded, load};
 pub use primetime_core::{FEATURE_COUNT, FEATURE_NAMES, FeatureRow, ModelError, PriceModel};
 
 /// Why a model could not be loaded. Each message names the file and the

@@ -69,7 +69,30 @@ pub fn load(path: &Path) -> Result<OnnxModel, LoadError> {
     })?;
     let card_file = card_path(path);
     let card = ModelCard::read(&card_file)?;
+    load_parts(&bytes, card, path)
+}
 
+/// The model the binary carries: `models/primetime-v1.onnx` and its card,
+/// embedded at build time, so `serve` and `replay` price with it from any
+/// directory. Same checks as [`load`]; errors name the path `embedded:…`.
+pub fn embedded() -> Result<OnnxModel, LoadError> {
+    let path = Path::new(EMBEDDED_NAME);
+    let card = ModelCard::parse(EMBEDDED_CARD).map_err(|message| LoadError::InvalidCard {
+        path: card_path(path),
+        message,
+    })?;
+    load_parts(EMBEDDED_ONNX, card, path)
+}
+
+/// How the embedded model is named in logs and errors.
+pub const EMBEDDED_NAME: &str = "embedded:models/primetime-v1.onnx";
+const EMBEDDED_ONNX: &[u8] = include_bytes!("../../../models/primetime-v1.onnx");
+const EMBEDDED_CARD: &str = include_str!("../../../models/primetime-v1.card.json");
+
+/// Checks a model's bytes against its card and builds its plan; `path`
+/// only names the model in errors.
+fn load_parts(bytes: &[u8], card: ModelCard, path: &Path) -> Result<OnnxModel, LoadError> {
+    let card_file = card_path(path);
     let actual = hex::encode(Sha256::digest(&bytes));
     if actual != card.sha256 {
         return Err(LoadError::ShaMismatch {
@@ -81,7 +104,7 @@ pub fn load(path: &Path) -> Result<OnnxModel, LoadError> {
     card.check_feature_order(&card_file)?;
 
     let model = tract_onnx::onnx()
-        .model_for_read(&mut bytes.as_slice())
+        .model_for_read(&mut &bytes[..])
         .map_err(|e| LoadError::Corrupt {
             path: path.to_owned(),
             message: format!("{e:#}"),
@@ -349,9 +372,7 @@ mod tests {
     fn tiled_plans_give_the_same_bits() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/primetime-v1.onnx");
         let bytes = std::fs::read(&path).unwrap();
-        let model = tract_onnx::onnx()
-            .model_for_read(&mut bytes.as_slice())
-            .unwrap();
+        let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).unwrap();
         let mut x = 0x1234_5678_9abc_def0u64;
         let mut next = move || {
             x ^= x << 13;

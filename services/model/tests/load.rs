@@ -306,3 +306,20 @@ fn shipped_models_match_their_golden_outputs() {
     }
     assert!(checked > 0, "no model in {}", dir.display());
 }
+
+#[test]
+fn embedded_model_is_the_committed_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/primetime-v1.onnx");
+    let file = load(&root).expect("the committed model loads");
+    let embedded = primetime_model::embedded().expect("the embedded model loads");
+    assert_eq!(embedded.version(), file.version());
+    let text = std::fs::read_to_string(root.with_file_name("primetime-v1.golden.json"))
+        .expect("the committed golden file");
+    let g: Golden = serde_json::from_str(&text).expect("golden json");
+    let (a, b) = (predict(&embedded, &g.rows), predict(&file, &g.rows));
+    assert_eq!(
+        a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        b.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        "embedded and file models give bit-identical outputs"
+    );
+}

@@ -52,7 +52,7 @@ struct ServeArgs {
     /// Embedded simulator seed [default: 7].
     #[arg(long, env = "PRIMETIME_SEED")]
     seed: Option<String>,
-    /// ONNX model [default: models/primetime-v1.onnx]; "" = the formula.
+    /// ONNX model: "embedded" (the default: primetime-v1, built into the binary), a file path, or "" for the formula.
     #[arg(long, env = "PRIMETIME_MODEL")]
     model: Option<String>,
     /// Kafka brokers (host:port,…): consume the input topics, publish
@@ -151,7 +151,7 @@ struct ReplayArgs {
     /// Cell shard actors [default: number of cores]; results do not depend on it.
     #[arg(long, env = "PRIMETIME_SHARDS")]
     shards: Option<String>,
-    /// ONNX model [default: models/primetime-v1.onnx]; "" = the formula.
+    /// ONNX model: "embedded" (the default: primetime-v1, built into the binary), a file path, or "" for the formula.
     #[arg(long, env = "PRIMETIME_MODEL")]
     model: Option<String>,
     /// TOML configuration file.

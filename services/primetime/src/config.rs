@@ -12,7 +12,7 @@ use thiserror::Error;
 
 /// The model used unless configured otherwise (relative to the working
 /// directory: the repository root for `cargo run`).
-pub const DEFAULT_MODEL: &str = "models/primetime-v1.onnx";
+pub const DEFAULT_MODEL: &str = crate::model::EMBEDDED;
 
 /// Exit status for invalid configuration or usage (`EX_USAGE`).
 pub const EXIT_USAGE: i32 = 64;
@@ -45,7 +45,9 @@ pub struct ServiceConfig {
     /// Embedded simulator speed (sim seconds per wall second). Default 1.
     pub sim_speed: f64,
     /// The ONNX pricing model (its card `<stem>.card.json` next to it).
-    /// Default `models/primetime-v1.onnx`; empty = the formula. A model
+    /// Default `embedded` (the model built into the binary,
+    /// `models/primetime-v1`, usable from any directory); a path loads
+    /// that file; empty = the formula. A model
     /// that cannot be loaded is logged and the service runs in fallback
     /// mode: the formula prices, every decision is marked `fallback`.
     pub model: String,

@@ -1,5 +1,6 @@
 //! Choosing the pricing model: the ONNX model when it loads, otherwise the
-//! fallback formula with every decision marked `fallback`.
+//! fallback formula with every decision marked `fallback`. The default is
+//! the model built into the binary ([`EMBEDDED`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,8 +41,12 @@ impl PriceModel for FailedModel {
     }
 }
 
-/// Loads `path` (empty: the formula, by choice). A load failure is logged
-/// and gives fallback mode, never an error: pricing must go on.
+/// The `model` setting that names the model built into the binary.
+pub const EMBEDDED: &str = "embedded";
+
+/// Loads `path` ([`EMBEDDED`]: the model built into the binary; empty: the
+/// formula, by choice). A load failure is logged and gives fallback mode,
+/// never an error: pricing must go on.
 pub fn choose(path: &str, fallback: primetime_core::policy::FallbackParams) -> ModelChoice {
     if path.is_empty() {
         return ModelChoice {
@@ -49,7 +54,12 @@ pub fn choose(path: &str, fallback: primetime_core::policy::FallbackParams) -> M
             fallback_reason: None,
         };
     }
-    match primetime_model::load(Path::new(path)) {
+    let loaded = if path == EMBEDDED {
+        primetime_model::embedded()
+    } else {
+        primetime_model::load(Path::new(path))
+    };
+    match loaded {
         Ok(model) => {
             tracing::info!(path, version = model.version(), "model loaded");
             ModelChoice {

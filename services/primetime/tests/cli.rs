@@ -241,3 +241,39 @@ fn replay_of_a_missing_or_corrupt_log_fails_clearly() {
         .expect("run");
     assert_eq!(output.status.code(), Some(1));
 }
+
+/// The default model is built into the binary: `replay` with no `--model`,
+/// run from a directory that has no `models/`, prices with primetime-v1
+/// (not silently with the formula) and equals `--model <the file>`.
+#[test]
+fn replay_uses_the_embedded_model_from_any_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("events.log");
+    let status = primetime()
+        .current_dir(dir.path())
+        .args(["simulate", "--out", "events.log", "--minutes", "3"])
+        .args(["--drivers", "500"])
+        .status()
+        .expect("simulate");
+    assert!(status.success());
+    let run = |model: Option<&std::path::Path>, out: &str| {
+        let mut cmd = primetime();
+        cmd.current_dir(dir.path())
+            .args(["replay", "--input", "events.log", "--out", out]);
+        if let Some(m) = model {
+            cmd.arg("--model").arg(m);
+        }
+        let output = cmd.output().expect("replay");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        assert!(!stderr.contains("model unavailable"), "{stderr}");
+        std::fs::read(dir.path().join(out)).expect("decisions")
+    };
+    let embedded = run(None, "embedded.jsonl");
+    let file = run(Some(&repo().join("models/primetime-v1.onnx")), "file.jsonl");
+    assert!(!embedded.is_empty(), "{log:?} priced some cells");
+    let parsed = decisions(&dir.path().join("embedded.jsonl"));
+    assert!(parsed.iter().all(|d| d["model_version"] == "primetime-v1"));
+    assert!(parsed.iter().all(|d| d["explanation"]["fallback"] == false));
+    assert_eq!(embedded, file, "embedded and file models decide alike");
+}
