@@ -93,7 +93,7 @@ const EMBEDDED_CARD: &str = include_str!("../../../models/primetime-v1.card.json
 /// only names the model in errors.
 fn load_parts(bytes: &[u8], card: ModelCard, path: &Path) -> Result<OnnxModel, LoadError> {
     let card_file = card_path(path);
-    let actual = hex::encode(Sha256::digest(&bytes));
+    let actual = hex::encode(Sha256::digest(bytes));
     if actual != card.sha256 {
         return Err(LoadError::ShaMismatch {
             path: path.to_owned(),
