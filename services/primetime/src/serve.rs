@@ -179,7 +179,7 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
 
 fn pipeline_options(config: &ServiceConfig, parts: &Parts) -> PipelineOptions {
     PipelineOptions {
-        active: Some(Arc::clone(&parts.active)),
+        active: Some(Arc::clone(&parts.active) as Arc<dyn crate::pipeline::ActiveCells>),
         ..PipelineOptions::sized(config.shards, config.mailbox, config.batch_size)
     }
 }

@@ -7,19 +7,19 @@ use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use arc_swap::ArcSwap;
 use primetime_core::{CellId, PriceDecision, Tick};
 
-/// An active cell (window state or a multiplier above 1.0) with its centre.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ActiveCell {
-    pub cell: CellId,
-    pub lat: f32,
-    pub lng: f32,
-}
+pub use crate::pipeline::ActiveCell;
 
 /// Each shard's active cells as of its last tick, replaced whole per tick
 /// (lock-free reads). Only `serve` keeps it, for the map.
 #[derive(Debug)]
 pub struct ActiveView {
     shards: Vec<ArcSwap<Vec<ActiveCell>>>,
+}
+
+impl crate::pipeline::ActiveCells for ActiveView {
+    fn replace(&self, shard: usize, cells: Vec<ActiveCell>) {
+        ActiveView::replace(self, shard, cells);
+    }
 }
 
 impl ActiveView {

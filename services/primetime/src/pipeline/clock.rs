@@ -30,16 +30,37 @@ pub(super) struct Clock<S> {
     sink: S,
     metrics: Arc<Metrics>,
     bucket_ms: i64,
-    next_tick: Option<i64>,
+    /// The next tick to fire (`None` before the first event).
+    next_tick: Option<Tick>,
     active_cells: usize,
     boundary: Arc<BoundaryView>,
     summary: ClockSummary,
     exchange: Option<Arc<dyn BoundaryExchange>>,
     /// Through which tick this instance's stats are published.
     covered: Option<Tick>,
-    snapshots: Option<(SnapshotOptions, std::sync::mpsc::Sender<CutRequest>)>,
+    snapshots: Option<ClockSnapshots>,
     /// Ticks before this fire (rebuilding state) but are not published.
-    publish_from: Option<i64>,
+    publish_from: Option<Tick>,
+}
+
+/// The clock's side of consistent snapshots: when to cut, and the channel
+/// on which it asks the source for its half of a cut.
+pub(super) struct ClockSnapshots {
+    pub options: SnapshotOptions,
+    pub cuts: std::sync::mpsc::Sender<CutRequest>,
+}
+
+/// How a clock runs, beyond its shards, sink and metrics.
+pub(super) struct ClockOptions {
+    pub bucket_ms: i64,
+    /// Other instances own some partitions: wait for their tick `k-1`
+    /// stats before firing `k`, and publish this instance's.
+    pub exchange: Option<Arc<dyn BoundaryExchange>>,
+    /// Restored state: start after this tick.
+    pub start: Option<ClockStart>,
+    pub snapshots: Option<ClockSnapshots>,
+    /// Fire, but do not publish, ticks before this one.
+    pub publish_from: Option<Tick>,
 }
 
 /// Where a restored clock starts: after `tick`, with the boundary
@@ -50,34 +71,29 @@ pub(super) struct ClockStart {
 }
 
 impl<S: Sink> Clock<S> {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         shards: Vec<Addr<ShardActor>>,
         sink: S,
         metrics: Arc<Metrics>,
-        bucket_ms: i64,
-        exchange: Option<Arc<dyn BoundaryExchange>>,
-        start: Option<ClockStart>,
-        snapshots: Option<(SnapshotOptions, std::sync::mpsc::Sender<CutRequest>)>,
-        publish_from: Option<Tick>,
+        options: ClockOptions,
     ) -> Self {
-        let (next_tick, covered, boundary) = match start {
-            Some(s) => (Some(s.tick.0 + 1), Some(s.tick), s.boundary),
+        let (next_tick, covered, boundary) = match options.start {
+            Some(s) => (Some(s.tick.next()), Some(s.tick), s.boundary),
             None => (None, None, BoundaryView::default()),
         };
         Self {
             shards,
             sink,
             metrics,
-            bucket_ms,
+            bucket_ms: options.bucket_ms,
             next_tick,
             active_cells: 0,
             boundary: Arc::new(boundary),
             summary: ClockSummary::default(),
-            exchange,
+            exchange: options.exchange,
             covered,
-            snapshots,
-            publish_from: publish_from.map(|t| t.0),
+            snapshots: options.snapshots,
+            publish_from: options.publish_from,
         }
     }
 
@@ -126,25 +142,25 @@ impl<S: Sink> Clock<S> {
             return Ok(());
         }
         loop {
-            let Some(k) = self.next_tick.or(progress.min_bucket) else {
+            let Some(k) = self.next_tick.or(progress.min_bucket.map(Tick)) else {
                 return Ok(());
             };
-            if Tick(k).end_ms(self.bucket_ms) > wm.0 {
+            if k.end_ms(self.bucket_ms) > wm.0 {
                 break;
             }
             let foreign = match &self.exchange {
-                Some(x) => match x.foreign(Tick(k - 1)) {
+                Some(x) => match x.foreign(Tick(k.0 - 1)) {
                     Some(cells) => cells,
                     // Wait for the other instances' stats of tick k-1.
                     None => {
-                        tracing::debug!(tick = k, "waiting for other instances' cell stats");
+                        tracing::debug!(tick = k.0, "waiting for other instances' cell stats");
                         break;
                     }
                 },
                 None => Vec::new(),
             };
-            self.fire(Tick(k), foreign).await?;
-            self.next_tick = Some(k + 1);
+            self.fire(k, foreign).await?;
+            self.next_tick = Some(k.next());
             self.snapshot(k).await;
             if self.active_cells == 0 {
                 if wm == Watermark::MAX {
@@ -152,7 +168,7 @@ impl<S: Sink> Clock<S> {
                 }
                 // Nothing is active: empty ticks would change nothing. Every
                 // event not yet applied lies at or after the watermark.
-                self.next_tick = Some((k + 1).max(bucket_of(wm.0, self.bucket_ms)));
+                self.next_tick = Some(k.next().max(Tick(bucket_of(wm.0, self.bucket_ms))));
             }
         }
         self.publish_idle_coverage(progress);
@@ -167,7 +183,11 @@ impl<S: Sink> Clock<S> {
         if self.active_cells > 0 || progress.watermark == Watermark::MIN {
             return;
         }
-        let next = self.next_tick.or(progress.min_bucket).unwrap_or(i64::MAX);
+        let next = self
+            .next_tick
+            .map(|t| t.0)
+            .or(progress.min_bucket)
+            .unwrap_or(i64::MAX);
         let end = next
             .min(bucket_of(progress.watermark.0, self.bucket_ms))
             .saturating_sub(1);
@@ -180,15 +200,15 @@ impl<S: Sink> Clock<S> {
     /// After tick `k` (a multiple of the interval): a consistent cut (see
     /// [`super::snapshot`]). Waits for the source's half only; the shards'
     /// cells are collected by a task while the next ticks fire.
-    async fn snapshot(&mut self, k: i64) {
-        let Some((options, cuts)) = &self.snapshots else {
+    async fn snapshot(&mut self, k: Tick) {
+        let Some(ClockSnapshots { options, cuts }) = &self.snapshots else {
             return;
         };
-        if options.every_ticks <= 0 || k % options.every_ticks != 0 {
+        if options.every_ticks <= 0 || k.0 % options.every_ticks != 0 {
             return;
         }
         let (reply, rx) = tokio::sync::oneshot::channel();
-        if cuts.send(CutRequest { tick: k, reply }).is_err() {
+        if cuts.send(CutRequest { tick: k.0, reply }).is_err() {
             return;
         }
         // An error: the source stopped (end of input or shutdown).
@@ -204,7 +224,7 @@ impl<S: Sink> Clock<S> {
                 }
             }
             sink.write(PipelineImage {
-                tick: k,
+                tick: k.0,
                 watermark: cut.watermark,
                 min_bucket: cut.min_bucket,
                 partitions: cut.partitions,
@@ -250,7 +270,7 @@ impl<S: Sink> Clock<S> {
             summaries: cells.into_iter().collect(),
         };
         decisions.sort_unstable_by_key(|d| d.cell);
-        if self.publish_from.is_some_and(|f| tick.0 < f) {
+        if self.publish_from.is_some_and(|f| tick < f) {
             // Rebuilding state after a rewind: these ticks were published
             // before, from complete state; publishing them again from the
             // rebuilt (partial) state would conflict.

@@ -28,7 +28,7 @@ pub mod source;
 use std::sync::Arc;
 
 use actix::{Actor, Addr, Arbiter};
-use primetime_core::{Config, Policy, PriceDecision, PriceModel, Shard, Tick, TickPricer};
+use primetime_core::{Config, PriceDecision, PriceModel, Shard, Tick};
 use tokio::sync::watch;
 
 pub use crate::sinks::Sink;
@@ -40,6 +40,22 @@ pub use source::{Input, InputRecord, Poll, SourceSummary};
 
 use crate::metrics::Metrics;
 
+/// An active cell (window state or a multiplier above 1.0) with its centre.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActiveCell {
+    pub cell: primetime_core::CellId,
+    pub lat: f32,
+    pub lng: f32,
+}
+
+/// Where each shard publishes its active cells after every tick (the
+/// map's view; HTTP's table implements it). Called on the shard's thread:
+/// it must be cheap and never block.
+pub trait ActiveCells: Send + Sync + std::fmt::Debug {
+    /// Replaces shard `shard`'s cells with `cells`.
+    fn replace(&self, shard: usize, cells: Vec<ActiveCell>);
+}
+
 /// How the pipeline is sized.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
@@ -47,7 +63,7 @@ pub struct PipelineOptions {
     pub mailbox: usize,
     pub batch_size: usize,
     /// Shards publish their active cells here after every tick (the map).
-    pub active: Option<Arc<crate::table::ActiveView>>,
+    pub active: Option<Arc<dyn ActiveCells>>,
     /// Other instances own some partitions: exchange boundary cells.
     pub exchange: Option<Arc<dyn BoundaryExchange>>,
     /// Take consistent snapshots.
@@ -103,78 +119,56 @@ impl Pipeline {
         core.validate()?;
         let geo = primetime_core::Geo::new(core.price_resolution, core.region_resolution)?;
         let n = options.shards.max(1);
-        let mut arbiters = Vec::with_capacity(n);
-        let mut addrs: Vec<Addr<ShardActor>> = Vec::with_capacity(n);
         let mut shards: Vec<Shard> = (0..n)
             .map(|_| Shard::new(geo, core.window_params()))
             .collect();
-        let mut start = None;
-        if let Some(img) = &options.restore {
-            let mut per_shard = vec![Vec::new(); n];
-            for c in &img.cells {
-                let shard = match primetime_core::CellId::from_u64(c.cell) {
-                    Some(id) => primetime_core::shard_of(geo.region_of(id), n),
-                    None => anyhow::bail!("snapshot cell {:#x} is not an H3 cell", c.cell),
-                };
-                per_shard[shard].push(c.clone());
-            }
-            let mut boundary = shard::BoundaryView::default();
-            for (i, (shard, cells)) in shards.iter_mut().zip(&per_shard).enumerate() {
-                shard.import(cells)?;
-                boundary
-                    .summaries
-                    .extend(shard.boundary_summaries(|c| {
-                        primetime_core::shard_of(geo.region_of(c), n) != i
-                    }));
-            }
-            start = Some(clock::ClockStart {
-                tick: Tick(img.tick),
-                boundary,
-            });
-        }
-        for (i, shard) in shards.into_iter().enumerate() {
-            let arbiter = Arbiter::new();
-            let pricer = TickPricer::new(Policy::new(core.policy), model.version());
-            let (model, metrics, mailbox) =
-                (Arc::clone(&model), Arc::clone(&metrics), options.mailbox);
-            let active = options.active.clone();
-            let exchange = options.exchange.clone();
-            let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| {
-                ShardActor::new(i, n, geo, shard, pricer, model, mailbox, metrics, active)
-                    .with_exchange(exchange)
-            });
-            arbiters.push(arbiter);
-            addrs.push(addr);
-        }
+        let start = match &options.restore {
+            Some(img) => Some(restore_shards(img, geo, &mut shards)?),
+            None => None,
+        };
+        let setup = shard::ShardSetup {
+            shards: n,
+            geo,
+            policy: core.policy,
+            model: Arc::clone(&model),
+            mailbox: options.mailbox,
+            metrics: Arc::clone(&metrics),
+            active: options.active.clone(),
+            exchange: options.exchange.clone(),
+        };
+        let (arbiters, addrs) = start_shards(shards, &setup);
         let (progress_tx, progress_rx) = watch::channel(source::Progress::default());
+        // Unbounded, but the clock sends at most one cut request at a time
+        // and waits for its answer.
         let (snapshots, cuts) = match &options.snapshots {
             Some(s) => {
                 let (tx, rx) = std::sync::mpsc::channel();
-                (Some((s.clone(), tx)), Some(rx))
+                let snapshots = clock::ClockSnapshots {
+                    options: s.clone(),
+                    cuts: tx,
+                };
+                (Some(snapshots), Some(rx))
             }
             None => (None, None),
         };
-        let clock = clock::Clock::new(
-            addrs.clone(),
-            sink,
-            Arc::clone(&metrics),
-            core.bucket_ms,
-            options.exchange.clone(),
+        let clock_options = clock::ClockOptions {
+            bucket_ms: core.bucket_ms,
+            exchange: options.exchange.clone(),
             start,
             snapshots,
-            options.publish_from,
-        );
+            publish_from: options.publish_from,
+        };
+        let clock = clock::Clock::new(addrs.clone(), sink, Arc::clone(&metrics), clock_options);
         let clock = actix_rt::spawn(clock.run(progress_rx));
-        let src = source::Source::new(
-            core,
+        let source_options = source::SourceOptions {
             geo,
-            addrs,
-            options.batch_size,
+            batch_size: options.batch_size,
             metrics,
             progress_tx,
             cuts,
-            options.restore.as_deref(),
-        );
+            restore: options.restore.as_deref(),
+        };
+        let src = source::Source::new(core, addrs, source_options);
         let source = std::thread::Builder::new()
             .name("primetime-source".into())
             .spawn(move || src.run(input))?;
@@ -200,6 +194,56 @@ impl Pipeline {
         }
         Ok((source, clock))
     }
+}
+
+/// Imports an image's cells into the shards that own them (the shard count
+/// may differ from the image's) and rebuilds the boundary summaries of its
+/// tick: where the clock starts.
+fn restore_shards(
+    img: &PipelineImage,
+    geo: primetime_core::Geo,
+    shards: &mut [Shard],
+) -> anyhow::Result<clock::ClockStart> {
+    let n = shards.len();
+    let mut per_shard = vec![Vec::new(); n];
+    for c in &img.cells {
+        let shard = match primetime_core::CellId::from_u64(c.cell) {
+            Some(id) => primetime_core::shard_of(geo.region_of(id), n),
+            None => anyhow::bail!("snapshot cell {:#x} is not an H3 cell", c.cell),
+        };
+        per_shard[shard].push(c.clone());
+    }
+    let mut boundary = shard::BoundaryView::default();
+    for (i, (shard, cells)) in shards.iter_mut().zip(&per_shard).enumerate() {
+        shard.import(cells)?;
+        boundary.summaries.extend(
+            shard.boundary_summaries(|c| primetime_core::shard_of(geo.region_of(c), n) != i),
+        );
+    }
+    Ok(clock::ClockStart {
+        tick: Tick(img.tick),
+        boundary,
+    })
+}
+
+/// Starts each shard's actor on an arbiter (thread) of its own: a tick over
+/// many cells is CPU work that must not share a thread with the reactor.
+fn start_shards(
+    shards: Vec<Shard>,
+    setup: &shard::ShardSetup,
+) -> (Vec<Arbiter>, Vec<Addr<ShardActor>>) {
+    shards
+        .into_iter()
+        .enumerate()
+        .map(|(i, shard)| {
+            let arbiter = Arbiter::new();
+            let setup = setup.clone();
+            let addr = ShardActor::start_in_arbiter(&arbiter.handle(), move |_| {
+                ShardActor::new(i, shard, setup)
+            });
+            (arbiter, addr)
+        })
+        .unzip()
 }
 
 /// A sink that keeps every decision in memory (tests, small replays).

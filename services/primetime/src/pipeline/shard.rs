@@ -10,12 +10,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use actix::{Actor, Context, Handler, Message, MessageResult};
 use primetime_core::record::ValidEvent;
 use primetime_core::{
-    CellId, Geo, PriceDecision, PriceModel, Shard, Summary, Tick, TickPricer, TickRow, shard_of,
+    CellId, Geo, Policy, PolicyParams, PriceDecision, PriceModel, Shard, Summary, Tick, TickPricer,
+    TickRow, shard_of,
 };
 use rustc_hash::FxHashMap;
 
+use super::{ActiveCell, ActiveCells, BoundaryExchange};
 use crate::metrics::Metrics;
-use crate::table::{ActiveCell, ActiveView};
 
 /// Validated, admitted events for one shard (effective times).
 #[derive(Message)]
@@ -57,53 +58,85 @@ pub struct TickReport {
     pub model_failed: bool,
 }
 
+/// What every shard of a pipeline shares (cloned into each).
+#[derive(Clone)]
+pub struct ShardSetup {
+    /// Number of shards: a region belongs to `shard_of(region, shards)`.
+    pub shards: usize,
+    pub geo: Geo,
+    /// Guardrails each shard's pricer applies.
+    pub policy: PolicyParams,
+    pub model: Arc<dyn PriceModel + Send + Sync>,
+    /// Mailbox capacity: a full mailbox pauses the source.
+    pub mailbox: usize,
+    pub metrics: Arc<Metrics>,
+    /// Where to publish the active cells after each tick (for the map).
+    pub active: Option<Arc<dyn ActiveCells>>,
+    /// Set when other instances own some regions.
+    pub exchange: Option<Arc<dyn BoundaryExchange>>,
+}
+
 pub struct ShardActor {
     index: usize,
-    shards: usize,
-    geo: Geo,
     shard: Shard,
     pricer: TickPricer,
-    model: Arc<dyn PriceModel + Send + Sync>,
-    mailbox: usize,
-    metrics: Arc<Metrics>,
-    /// Where to publish the active cells after each tick (for the map).
-    active: Option<Arc<ActiveView>>,
+    setup: ShardSetup,
     rows: Vec<TickRow>,
-    /// Set when other instances own some regions.
-    exchange: Option<Arc<dyn super::BoundaryExchange>>,
 }
 
 impl ShardActor {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        index: usize,
-        shards: usize,
-        geo: Geo,
-        shard: Shard,
-        pricer: TickPricer,
-        model: Arc<dyn PriceModel + Send + Sync>,
-        mailbox: usize,
-        metrics: Arc<Metrics>,
-        active: Option<Arc<ActiveView>>,
-    ) -> Self {
+    pub fn new(index: usize, shard: Shard, setup: ShardSetup) -> Self {
         Self {
             index,
-            shards,
-            geo,
             shard,
-            pricer,
-            model,
-            mailbox,
-            metrics,
-            active,
+            pricer: TickPricer::new(Policy::new(setup.policy), setup.model.version()),
+            setup,
             rows: Vec::new(),
-            exchange: None,
         }
     }
 
-    pub fn with_exchange(mut self, exchange: Option<Arc<dyn super::BoundaryExchange>>) -> Self {
-        self.exchange = exchange;
-        self
+    /// The summaries of this shard's cells that another shard or instance
+    /// reads as neighbours at the next tick.
+    fn boundary(&self) -> Vec<(CellId, Summary)> {
+        let (geo, me, n) = (self.setup.geo, self.index, self.setup.shards);
+        match &self.setup.exchange {
+            Some(x) => {
+                // Cells next to another shard's or another instance's
+                // regions; ownership per region is looked up once a tick.
+                let owner = std::cell::RefCell::new(FxHashMap::default());
+                self.shard.boundary_summaries(|c| {
+                    let r = geo.region_of(c);
+                    *owner
+                        .borrow_mut()
+                        .entry(r)
+                        .or_insert_with(|| shard_of(r, n) != me || x.is_foreign(r))
+                })
+            }
+            None if n == 1 => Vec::new(),
+            None => self
+                .shard
+                .boundary_summaries(|c| shard_of(geo.region_of(c), n) != me),
+        }
+    }
+
+    /// Publishes this shard's active cells with their centres (the map).
+    fn publish_active(&self) {
+        let Some(view) = &self.setup.active else {
+            return;
+        };
+        let cells = self
+            .shard
+            .cell_ids()
+            .map(|cell| {
+                let (lat, lng) = cell.center();
+                ActiveCell {
+                    cell,
+                    lat: lat as f32,
+                    lng: lng as f32,
+                }
+            })
+            .collect();
+        view.replace(self.index, cells);
     }
 }
 
@@ -113,7 +146,7 @@ impl Actor for ShardActor {
     fn started(&mut self, ctx: &mut Context<Self>) {
         // Bounded: the source sees `Full` and pauses instead of queueing
         // without limit.
-        ctx.set_mailbox_capacity(self.mailbox);
+        ctx.set_mailbox_capacity(self.setup.mailbox);
     }
 }
 
@@ -124,7 +157,7 @@ impl Handler<EventBatch> for ShardActor {
         for event in &batch.events {
             self.shard.apply(event);
         }
-        self.metrics.mailbox_depth[self.index].fetch_sub(1, Relaxed);
+        self.setup.metrics.mailbox_depth[self.index].fetch_sub(1, Relaxed);
     }
 }
 
@@ -132,7 +165,7 @@ impl Handler<Barrier> for ShardActor {
     type Result = ();
 
     fn handle(&mut self, barrier: Barrier, _: &mut Context<Self>) {
-        self.metrics.mailbox_depth[self.index].fetch_sub(1, Relaxed);
+        self.setup.metrics.mailbox_depth[self.index].fetch_sub(1, Relaxed);
         // The clock may have given up on the snapshot: nothing to do.
         let _ = barrier.reply.send(self.shard.export());
     }
@@ -151,45 +184,11 @@ impl Handler<FireTick> for ShardActor {
         let mut decisions = Vec::new();
         let priced = self
             .pricer
-            .price(self.model.as_ref(), tick, &self.rows, &mut decisions);
+            .price(self.setup.model.as_ref(), tick, &self.rows, &mut decisions);
         self.shard.commit(tick, priced.changed);
         decisions.sort_unstable_by_key(|d| d.cell);
-        let boundary = match &self.exchange {
-            Some(x) => {
-                // Cells next to another shard's or another instance's
-                // regions; ownership per region is looked up once a tick.
-                let (geo, me, n) = (self.geo, self.index, self.shards);
-                let owner = std::cell::RefCell::new(FxHashMap::default());
-                self.shard.boundary_summaries(|c| {
-                    let r = geo.region_of(c);
-                    *owner
-                        .borrow_mut()
-                        .entry(r)
-                        .or_insert_with(|| shard_of(r, n) != me || x.is_foreign(r))
-                })
-            }
-            None if self.shards == 1 => Vec::new(),
-            None => {
-                let (geo, me, n) = (self.geo, self.index, self.shards);
-                self.shard
-                    .boundary_summaries(|c| shard_of(geo.region_of(c), n) != me)
-            }
-        };
-        if let Some(view) = &self.active {
-            let cells = self
-                .shard
-                .cell_ids()
-                .map(|cell| {
-                    let (lat, lng) = cell.center();
-                    ActiveCell {
-                        cell,
-                        lat: lat as f32,
-                        lng: lng as f32,
-                    }
-                })
-                .collect();
-            view.replace(self.index, cells);
-        }
+        let boundary = self.boundary();
+        self.publish_active();
         MessageResult(TickReport {
             decisions,
             boundary,

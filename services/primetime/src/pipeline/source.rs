@@ -10,7 +10,7 @@ use actix::prelude::SendError;
 use primetime_core::record::ValidEvent;
 use primetime_core::{
     Config, Geo, IngestTime, PartitionState, Reason, RejectCounts, Tick, Validator, Watermark,
-    shard_of,
+    shard_of, time::bucket_of,
 };
 use tokio::sync::watch;
 
@@ -168,6 +168,28 @@ pub struct SourceSummary {
     pub rejected: RejectCounts,
 }
 
+/// Per input partition: its watermark and dedup state, where commits
+/// stand, and whether it was idle at the last poll.
+struct PartitionSlot {
+    state: PartitionState,
+    commits: CommitTracker,
+    was_idle: bool,
+}
+
+/// How a source is built, beyond its config and shards.
+pub(super) struct SourceOptions<'a> {
+    pub geo: Geo,
+    /// Events per shard batch (at least 1).
+    pub batch_size: usize,
+    pub metrics: Arc<Metrics>,
+    /// Where the source publishes its progress for the clock.
+    pub progress_tx: watch::Sender<Progress>,
+    /// The clock's snapshot requests.
+    pub cuts: Option<std::sync::mpsc::Receiver<CutRequest>>,
+    /// Start from this image's partition state and progress.
+    pub restore: Option<&'a PipelineImage>,
+}
+
 pub(super) struct Source {
     validator: Validator,
     geo: Geo,
@@ -184,20 +206,17 @@ pub(super) struct Source {
     cuts: Option<std::sync::mpsc::Receiver<CutRequest>>,
     /// Partition state to start from.
     restore: Vec<SourcePartitionImage>,
+    /// The newest durable tick whose commits were made.
+    committed_tick: Option<Tick>,
 }
 
 impl Source {
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         core: &Config,
-        geo: Geo,
         shards: Vec<Addr<ShardActor>>,
-        batch_size: usize,
-        metrics: Arc<Metrics>,
-        progress_tx: watch::Sender<Progress>,
-        cuts: Option<std::sync::mpsc::Receiver<CutRequest>>,
-        restore: Option<&PipelineImage>,
+        options: SourceOptions<'_>,
     ) -> Self {
+        let restore = options.restore;
         let progress = match restore {
             Some(img) => Progress {
                 watermark: Watermark(img.watermark),
@@ -206,6 +225,7 @@ impl Source {
             },
             None => Progress::default(),
         };
+        let geo = options.geo;
         Self {
             validator: Validator::new(geo, core.max_future_skew_ms, core.max_event_delay_ms),
             geo,
@@ -213,44 +233,25 @@ impl Source {
             bucket_ms: core.bucket_ms,
             batches: vec![Vec::new(); shards.len()],
             shards,
-            batch_size: batch_size.max(1),
-            metrics,
-            progress_tx,
+            batch_size: options.batch_size.max(1),
+            metrics: options.metrics,
+            progress_tx: options.progress_tx,
             progress,
             summary: SourceSummary::default(),
-            cuts,
+            cuts: options.cuts,
             restore: restore.map(|i| i.partitions.clone()).unwrap_or_default(),
+            committed_tick: None,
         }
     }
 
     /// Runs until the input ends (or fails, or the shards stop).
     pub(super) fn run<I: Input>(mut self, mut input: I) -> anyhow::Result<SourceSummary> {
-        let n = input.partitions();
-        let mut partitions: Vec<PartitionState> = (0..n)
-            .map(|_| PartitionState::new(self.partition_params))
-            .collect();
-        let mut commits: Vec<CommitTracker> = (0..n).map(|_| CommitTracker::default()).collect();
-        for img in std::mem::take(&mut self.restore) {
-            let i = img.partition as usize;
-            if i >= partitions.len() {
-                anyhow::bail!("snapshot partition {} outside 0..{n}", img.partition);
-            }
-            partitions[i] = PartitionState::import(self.partition_params, &img.state);
-            commits[i] = CommitTracker {
-                max_bucket: img.max_bucket,
-                marks: img.marks.into(),
-                next_offset: Some(img.next_offset),
-                committed: img.committed,
-            };
-        }
-        let mut was_idle = vec![false; n as usize];
-        let mut committed_tick: Option<Tick> = None;
-        let mut offsets = Vec::new();
+        let mut slots = self.partition_slots(input.partitions())?;
         let mut records = Vec::new();
         loop {
             // Between polls every batch is enqueued and the progress
             // published: a consistent place to cut.
-            self.serve_cuts(&partitions, &commits, &input)?;
+            self.serve_cuts(&slots, &input)?;
             records.clear();
             let poll = input.poll(&mut records)?;
             if poll == Poll::Stop {
@@ -258,96 +259,15 @@ impl Source {
                 return Ok(self.summary);
             }
             for r in &records {
-                self.summary.records += 1;
-                let pi = r.partition as usize;
-                let (Some(p), Some(c)) = (partitions.get_mut(pi), commits.get_mut(pi)) else {
-                    anyhow::bail!(
-                        "input record from partition {} outside 0..{}",
-                        r.partition,
-                        input.partitions()
-                    );
-                };
-                if was_idle[pi] {
-                    // Back from idle: start from the service watermark, so
-                    // nothing lands in a tick that already fired.
-                    p.raise_watermark(self.progress.watermark);
-                    was_idle[pi] = false;
-                }
-                c.consumed(r.offset);
-                match self.admit(p, r) {
-                    Ok(event) => {
-                        // The partition's maximum event time (watermark +
-                        // out-of-orderness) bounds this event's effective time.
-                        let max = p
-                            .watermark()
-                            .0
-                            .saturating_add(self.partition_params.max_out_of_orderness_ms);
-                        c.accepted(
-                            r.offset,
-                            primetime_core::time::bucket_of(max, self.bucket_ms),
-                        );
-                        self.summary.accepted += 1;
-                        self.metrics.accepted.fetch_add(1, Relaxed);
-                        let b = primetime_core::time::bucket_of(event.time.0, self.bucket_ms);
-                        self.progress.min_bucket =
-                            Some(self.progress.min_bucket.map_or(b, |m| m.min(b)));
-                        let shard = shard_of(self.geo.region_of(event.cell), self.shards.len());
-                        self.batches[shard].push(event);
-                        if self.batches[shard].len() >= self.batch_size {
-                            self.flush(shard)?;
-                        }
-                    }
-                    Err((reason, detail)) => {
-                        self.summary.rejected.add(reason);
-                        self.metrics.reject(reason);
-                        if reason != Reason::Duplicate {
-                            input.dead_letter(r, reason, &detail)?;
-                        }
-                    }
-                }
+                self.ingest(&mut slots, r, &mut input)?;
             }
             for shard in 0..self.shards.len() {
                 self.flush(shard)?;
             }
             // Only after the batches are enqueued: see the module docs of
             // `pipeline` for why this order matters.
-            self.progress.watermark = if poll == Poll::End {
-                Watermark::MAX
-            } else {
-                let mut live = None::<Watermark>;
-                for (i, p) in partitions.iter().enumerate() {
-                    let idle = input.is_idle(i as u32);
-                    was_idle[i] = idle;
-                    if !idle {
-                        live = Some(live.map_or(p.watermark(), |w| w.min(p.watermark())));
-                    }
-                }
-                // The service watermark never goes back (a partition coming
-                // back from idle is raised to it instead).
-                match live.or_else(|| input.idle_watermark()) {
-                    Some(w) => w.max(self.progress.watermark),
-                    None => self.progress.watermark,
-                }
-            };
-            self.progress.finished = poll == Poll::End;
-            self.metrics
-                .watermark_ms
-                .store(self.progress.watermark.0, Relaxed);
-            self.progress_tx.send_replace(self.progress);
-            if let Some(durable) = input.durable_tick() {
-                if committed_tick.is_none_or(|t| durable > t) {
-                    committed_tick = Some(durable);
-                    offsets.clear();
-                    for (i, c) in commits.iter_mut().enumerate() {
-                        if let Some(o) = c.advance(durable) {
-                            offsets.push((i as u32, o));
-                        }
-                    }
-                    if !offsets.is_empty() {
-                        input.commit(&offsets)?;
-                    }
-                }
-            }
+            self.publish_progress(&mut slots, poll, &input);
+            self.commit_durable(&mut slots, &mut input)?;
             if poll == Poll::End {
                 tracing::info!(
                     records = self.summary.records,
@@ -357,6 +277,137 @@ impl Source {
                 return Ok(self.summary);
             }
         }
+    }
+
+    /// Fresh partitions, or those of the image the source restores.
+    fn partition_slots(&mut self, n: u32) -> anyhow::Result<Vec<PartitionSlot>> {
+        let mut slots: Vec<PartitionSlot> = (0..n)
+            .map(|_| PartitionSlot {
+                state: PartitionState::new(self.partition_params),
+                commits: CommitTracker::default(),
+                was_idle: false,
+            })
+            .collect();
+        for img in std::mem::take(&mut self.restore) {
+            let Some(slot) = slots.get_mut(img.partition as usize) else {
+                anyhow::bail!("snapshot partition {} outside 0..{n}", img.partition);
+            };
+            slot.state = PartitionState::import(self.partition_params, &img.state);
+            slot.commits = CommitTracker {
+                max_bucket: img.max_bucket,
+                marks: img.marks.into(),
+                next_offset: Some(img.next_offset),
+                committed: img.committed,
+            };
+        }
+        Ok(slots)
+    }
+
+    /// One record: admitted into its shard's batch, or counted and (but
+    /// duplicates) dead-lettered.
+    fn ingest<I: Input>(
+        &mut self,
+        slots: &mut [PartitionSlot],
+        r: &InputRecord,
+        input: &mut I,
+    ) -> anyhow::Result<()> {
+        self.summary.records += 1;
+        let n = slots.len();
+        let Some(slot) = slots.get_mut(r.partition as usize) else {
+            anyhow::bail!("input record from partition {} outside 0..{n}", r.partition);
+        };
+        if slot.was_idle {
+            // Back from idle: start from the service watermark, so
+            // nothing lands in a tick that already fired.
+            slot.state.raise_watermark(self.progress.watermark);
+            slot.was_idle = false;
+        }
+        slot.commits.consumed(r.offset);
+        match self.admit(&mut slot.state, r) {
+            Ok(event) => {
+                // The partition's maximum event time (watermark +
+                // out-of-orderness) bounds this event's effective time.
+                let max = slot
+                    .state
+                    .watermark()
+                    .0
+                    .saturating_add(self.partition_params.max_out_of_orderness_ms);
+                slot.commits
+                    .accepted(r.offset, bucket_of(max, self.bucket_ms));
+                self.summary.accepted += 1;
+                self.metrics.accepted.fetch_add(1, Relaxed);
+                let b = bucket_of(event.time.0, self.bucket_ms);
+                self.progress.min_bucket = Some(self.progress.min_bucket.map_or(b, |m| m.min(b)));
+                let shard = shard_of(self.geo.region_of(event.cell), self.shards.len());
+                self.batches[shard].push(event);
+                if self.batches[shard].len() >= self.batch_size {
+                    self.flush(shard)?;
+                }
+            }
+            Err((reason, detail)) => {
+                self.summary.rejected.add(reason);
+                self.metrics.reject(reason);
+                if reason != Reason::Duplicate {
+                    input.dead_letter(r, reason, &detail)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The service watermark after a poll (`MAX` at the end of input): the
+    /// minimum over live partitions, the input's idle watermark when all
+    /// are idle, and never lower than before.
+    fn publish_progress<I: Input>(&mut self, slots: &mut [PartitionSlot], poll: Poll, input: &I) {
+        self.progress.watermark = if poll == Poll::End {
+            Watermark::MAX
+        } else {
+            let mut live = None::<Watermark>;
+            for (i, slot) in slots.iter_mut().enumerate() {
+                let idle = input.is_idle(i as u32);
+                slot.was_idle = idle;
+                if !idle {
+                    let w = slot.state.watermark();
+                    live = Some(live.map_or(w, |l| l.min(w)));
+                }
+            }
+            // The service watermark never goes back (a partition coming
+            // back from idle is raised to it instead).
+            match live.or_else(|| input.idle_watermark()) {
+                Some(w) => w.max(self.progress.watermark),
+                None => self.progress.watermark,
+            }
+        };
+        self.progress.finished = poll == Poll::End;
+        self.metrics
+            .watermark_ms
+            .store(self.progress.watermark.0, Relaxed);
+        self.progress_tx.send_replace(self.progress);
+    }
+
+    /// Once the input reports a newer durable tick: commits, per
+    /// partition, the first offset that tick does not cover.
+    fn commit_durable<I: Input>(
+        &mut self,
+        slots: &mut [PartitionSlot],
+        input: &mut I,
+    ) -> anyhow::Result<()> {
+        let Some(durable) = input.durable_tick() else {
+            return Ok(());
+        };
+        if self.committed_tick.is_some_and(|t| durable <= t) {
+            return Ok(());
+        }
+        self.committed_tick = Some(durable);
+        let offsets: Vec<(u32, i64)> = slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, slot)| Some((i as u32, slot.commits.advance(durable)?)))
+            .collect();
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        input.commit(&offsets)
     }
 
     /// Decodes, validates and admits one record; a rejection comes with a
@@ -388,12 +439,7 @@ impl Source {
 
     /// Answers the clock's snapshot requests: a barrier into every shard
     /// mailbox (behind every batch sent so far), and the partitions' state.
-    fn serve_cuts<I: Input>(
-        &mut self,
-        partitions: &[PartitionState],
-        commits: &[CommitTracker],
-        input: &I,
-    ) -> anyhow::Result<()> {
+    fn serve_cuts<I: Input>(&mut self, slots: &[PartitionSlot], input: &I) -> anyhow::Result<()> {
         let requests: Vec<CutRequest> = match &self.cuts {
             Some(rx) => rx.try_iter().collect(),
             None => return Ok(()),
@@ -405,11 +451,11 @@ impl Source {
                 self.send(shard, Barrier { reply })?;
                 cells.push(rx);
             }
-            let parts = partitions
+            let parts = slots
                 .iter()
-                .zip(commits)
                 .enumerate()
-                .filter_map(|(i, (p, c))| {
+                .filter_map(|(i, slot)| {
+                    let (p, c) = (&slot.state, &slot.commits);
                     let next_offset = c.next_offset.or_else(|| input.start_offset(i as u32))?;
                     Some(SourcePartitionImage {
                         partition: i as u32,
