@@ -1,15 +1,21 @@
-//! Kafka in and out (DESIGN §6, §7), on `rdkafka`.
+//! Kafka in and out (DESIGN §6, §7), on `rdkafka`. This file owns the
+//! `[kafka]` config, the adapter's errors and topic administration
+//! (creation, partition discovery, the last published tick).
 //!
 //! - [`consumer`]: one consumer in the group on its own polling thread;
-//!   records, idleness and rebalances reach the pipeline's source as typed
-//!   events over a bounded channel ([`consumer::KafkaInput`]). Offsets are
-//!   committed only for records whose effects are in a durably published
-//!   tick.
+//!   records, idleness and rebalances reach the pipeline's source as data
+//!   events over a bounded channel ([`consumer::KafkaInput`]); `serve`
+//!   halts and resumes it between epochs with request/reply messages
+//!   ([`consumer::KafkaSource`]). Offsets are committed only for records
+//!   whose effects are in a durably published tick.
+//! - [`partitioning`]: Kafka's murmur2 partitioner and the map between
+//!   pipeline input partitions and Kafka topic-partitions.
+//! - [`producer`]: producer set-up and delivery counting for every writer,
+//!   and dead letters. The prices topic's writer is the price sink,
+//!   [`crate::sinks::kafka`]; the simulator publisher is
+//!   [`crate::sim_publish`].
 //! - [`exchange`]: boundary-cell stats between instances of one group
 //!   over the cell-stats topic ([`exchange::KafkaExchange`]).
-//! - [`producer`]: the prices topic (idempotent producer on its own thread,
-//!   [`producer::KafkaSink`]), dead letters, and the simulator publisher
-//!   behind `primetime simulate --kafka`.
 //!
 //! Topic layout: the two input topics are keyed by region and must have the
 //! same partition count, so that the range assignor hands partition `i` of
@@ -18,8 +24,8 @@
 //! string at `region_resolution`) and partitioned with Kafka's default
 //! (Java) murmur2 partitioner, so every instance can tell which partition —
 //! and so which instance — owns a region ([`partition_for_key`]). Pipeline
-//! partition numbers are `topic_index × P + partition`
-//! with driver locations first.
+//! input partition numbers are `topic_index × P + partition` with driver
+//! locations first ([`PartitionMap`]).
 
 pub mod consumer;
 pub mod exchange;
