@@ -1,4 +1,4 @@
-//! The Kafka source: a polling thread ([`poller`]) owns the group
+//! The Kafka source: a polling thread (`poller`) owns the group
 //! consumer; the pipeline's source thread reads data events from a bounded
 //! channel through [`KafkaInput`], and `serve` steers the polling thread
 //! between epochs through [`KafkaSource`] with request/reply messages
