@@ -318,7 +318,7 @@ fn run_simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         if sim.start_ms == primetime_sim::SimConfig::default().start_ms {
             sim.start_ms = crate::wall_clock::wall_clock_ms();
         }
-        let s = crate::kafka::producer::publish_simulation(&base.kafka, sim, minutes, rate)?;
+        let s = crate::sim_publish::publish_simulation(&base.kafka, sim, minutes, rate)?;
         eprintln!(
             "published {} records ({minutes} simulated minutes) to {} in {:.1} s ({:.0} records/s)",
             s.records,

@@ -6,7 +6,9 @@
 //! - [`config`]: typed configuration from flags, environment and file;
 //! - [`pipeline`]: source thread → shard actors → tick clock;
 //! - [`inputs`]: pipeline inputs (embedded simulator, event log);
-//! - [`kafka`]: Kafka source, price sink, dead letters, simulator publisher;
+//! - [`kafka`]: Kafka source, partitioning, producers, dead letters,
+//!   boundary exchange (the price sink is [`sinks::kafka`]);
+//! - [`sim_publish`]: `simulate --kafka`, the simulator into the input topics;
 //! - [`dataset`]: the model's training set from the simulator;
 //! - [`recovery`]: snapshots in Redis, epoch plans (restore, rewind), the
 //!   Redis price sink;
@@ -32,6 +34,7 @@ pub mod recovery;
 pub mod redis_store;
 pub mod replay;
 pub mod serve;
+pub mod sim_publish;
 pub mod sinks;
 pub mod table;
 pub mod wall_clock;

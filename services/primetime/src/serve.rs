@@ -17,11 +17,12 @@ use crate::http::{self, AppState, Limits};
 use crate::inputs::SimInput;
 use crate::kafka::consumer::Resumed;
 use crate::kafka::exchange::KafkaExchange;
-use crate::kafka::{self, consumer::KafkaSource, producer::DeadLetters, producer::PricePublisher};
+use crate::kafka::{self, consumer::KafkaSource, producer::DeadLetters};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineOptions, Sink, SnapshotOptions};
 use crate::recovery::{RedisPriceSink, SnapshotWriter};
 use crate::redis_store::RedisStore;
+use crate::sinks::kafka::PricePublisher;
 use crate::table::{ActiveView, PriceTable};
 use crate::wall_clock::wall_clock_ms;
 

@@ -1,15 +1,21 @@
-//! Kafka in and out (DESIGN §6, §7), on `rdkafka`.
+//! Kafka in and out (DESIGN §6, §7), on `rdkafka`. This file owns the
+//! `[kafka]` config, the adapter's errors and topic administration
+//! (creation, partition discovery, the last published tick).
 //!
 //! - [`consumer`]: one consumer in the group on its own polling thread;
-//!   records, idleness and rebalances reach the pipeline's source as typed
-//!   events over a bounded channel ([`consumer::KafkaInput`]). Offsets are
-//!   committed only for records whose effects are in a durably published
-//!   tick.
+//!   records, idleness and rebalances reach the pipeline's source as data
+//!   events over a bounded channel ([`consumer::KafkaInput`]); `serve`
+//!   halts and resumes it between epochs with request/reply messages
+//!   ([`consumer::KafkaSource`]). Offsets are committed only for records
+//!   whose effects are in a durably published tick.
+//! - [`partitioning`]: Kafka's murmur2 partitioner and the map between
+//!   pipeline input partitions and Kafka topic-partitions.
+//! - [`producer`]: producer set-up and delivery counting for every writer,
+//!   and dead letters. The prices topic's writer is the price sink,
+//!   [`crate::sinks::kafka`]; the simulator publisher is
+//!   [`crate::sim_publish`].
 //! - [`exchange`]: boundary-cell stats between instances of one group
 //!   over the cell-stats topic ([`exchange::KafkaExchange`]).
-//! - [`producer`]: the prices topic (idempotent producer on its own thread,
-//!   [`producer::KafkaSink`]), dead letters, and the simulator publisher
-//!   behind `primetime simulate --kafka`.
 //!
 //! Topic layout: the two input topics are keyed by region and must have the
 //! same partition count, so that the range assignor hands partition `i` of
@@ -18,12 +24,15 @@
 //! string at `region_resolution`) and partitioned with Kafka's default
 //! (Java) murmur2 partitioner, so every instance can tell which partition —
 //! and so which instance — owns a region ([`partition_for_key`]). Pipeline
-//! partition numbers are `topic_index × P + partition`
-//! with driver locations first.
+//! input partition numbers are `topic_index × P + partition` with driver
+//! locations first ([`PartitionMap`]).
 
 pub mod consumer;
 pub mod exchange;
+pub mod partitioning;
 pub mod producer;
+
+pub use partitioning::{InputSource, PartitionMap, TopicPartition, murmur2, partition_for_key};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -322,150 +331,9 @@ pub fn last_published_tick(config: &KafkaConfig) -> Option<i64> {
     newest
 }
 
-/// Kafka's default partitioner (Java client, librdkafka `murmur2_random`
-/// for non-empty keys): `(murmur2(key) & 0x7fffffff) % partitions`.
-pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
-    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
-}
-
-/// Kafka's murmur2 (seed `0x9747b28c`), as in the Java client's `Utils`.
-pub fn murmur2(data: &[u8]) -> u32 {
-    const M: u32 = 0x5bd1_e995;
-    const R: u32 = 24;
-    let mut h: u32 = 0x9747_b28c ^ (data.len() as u32);
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(M);
-        k ^= k >> R;
-        k = k.wrapping_mul(M);
-        h = h.wrapping_mul(M);
-        h ^= k;
-    }
-    let rest = chunks.remainder();
-    if rest.len() >= 3 {
-        h ^= u32::from(rest[2]) << 16;
-    }
-    if rest.len() >= 2 {
-        h ^= u32::from(rest[1]) << 8;
-    }
-    if !rest.is_empty() {
-        h ^= u32::from(rest[0]);
-        h = h.wrapping_mul(M);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(M);
-    h ^= h >> 15;
-    h
-}
-
-/// How pipeline partition numbers map to (topic, Kafka partition).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionMap {
-    pub driver_locations: String,
-    pub demand: String,
-    /// Partitions per input topic.
-    pub per_topic: u32,
-}
-
-impl PartitionMap {
-    pub fn total(&self) -> u32 {
-        self.per_topic * 2
-    }
-
-    /// The pipeline partition of `partition` in `topic`, if it is an input.
-    pub fn index(&self, topic: &str, partition: i32) -> Option<u32> {
-        let p = u32::try_from(partition)
-            .ok()
-            .filter(|&p| p < self.per_topic)?;
-        if topic == self.driver_locations {
-            Some(p)
-        } else if topic == self.demand {
-            Some(self.per_topic + p)
-        } else {
-            None
-        }
-    }
-
-    /// Topic name, kind and Kafka partition of a pipeline partition.
-    pub fn source(&self, index: u32) -> (&str, primetime_proto::Topic, i32) {
-        if index < self.per_topic {
-            (
-                &self.driver_locations,
-                primetime_proto::Topic::DriverLocations,
-                index as i32,
-            )
-        } else {
-            (
-                &self.demand,
-                primetime_proto::Topic::Demand,
-                (index - self.per_topic) as i32,
-            )
-        }
-    }
-
-    /// Reads the input topics' partition counts from the cluster.
-    pub fn discover<C: rdkafka::consumer::ConsumerContext, T: rdkafka::consumer::Consumer<C>>(
-        consumer: &T,
-        topics: &Topics,
-    ) -> Result<Self, KafkaError> {
-        let count = |topic: &str| topic_partitions(consumer, topic).map(|p| p.len());
-        let a = count(&topics.driver_locations)?;
-        let b = count(&topics.demand)?;
-        if a != b {
-            return Err(KafkaError::NotCoPartitioned {
-                driver_locations: topics.driver_locations.clone(),
-                demand: topics.demand.clone(),
-                a,
-                b,
-            });
-        }
-        Ok(Self {
-            driver_locations: topics.driver_locations.clone(),
-            demand: topics.demand.clone(),
-            per_topic: a as u32,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn murmur2_matches_the_java_client() {
-        // Kafka's own UtilsTest vectors (signed ints in Java).
-        for (key, want) in [
-            ("21", -973_932_308_i32),
-            ("foobar", -790_332_482),
-            ("a-little-bit-long-string", -985_981_536),
-            ("a-little-bit-longer-string", -1_486_304_829),
-            (
-                "lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58_897_971,
-            ),
-            ("abc", 479_470_107),
-        ] {
-            assert_eq!(murmur2(key.as_bytes()) as i32, want, "{key}");
-        }
-    }
-
-    #[test]
-    fn partition_map_round_trips() {
-        let m = PartitionMap {
-            driver_locations: "d".into(),
-            demand: "m".into(),
-            per_topic: 3,
-        };
-        assert_eq!(m.total(), 6);
-        for i in 0..6 {
-            let (topic, _, p) = m.source(i);
-            assert_eq!(m.index(topic, p), Some(i));
-        }
-        assert_eq!(m.index("d", 3), None);
-        assert_eq!(m.index("x", 0), None);
-        assert_eq!(m.index("m", -1), None);
-    }
 
     #[test]
     fn disabled_config_has_no_problems_and_enabled_checks_fields() {

@@ -15,6 +15,8 @@
 //! - An `Err` ends the pipeline epoch (the clock stops): a sink never logs
 //!   and skips a decision it could not take.
 
+pub mod kafka;
+
 use primetime_core::{PriceDecision, Tick};
 
 /// Where each tick's decisions go (price table, Kafka, a file).
