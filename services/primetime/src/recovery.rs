@@ -26,7 +26,7 @@
 //!   uninterrupted run's until the step limits catch up. Without commits it
 //!   reads the whole log (exact).
 //! - **Price sink**: every decision goes to the Redis price table (newest
-//!   tick wins, see [`crate::redis_store`]).
+//!   tick wins, see [`crate::redis`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -40,7 +40,7 @@ use crate::kafka::consumer::{HaltInfo, StartAt};
 use crate::kafka::partition_for_key;
 use crate::metrics::Metrics;
 use crate::pipeline::{PipelineImage, Sink, SnapshotSink};
-use crate::redis_store::{RedisStore, StoredPrice};
+use crate::redis::{RedisStore, SnapshotPart, StoredPrice};
 
 /// Version of the stored snapshot encoding.
 pub const SNAPSHOT_FORMAT: u32 = 1;
@@ -71,7 +71,7 @@ pub fn encode_parts(
     geo: &Geo,
     per_topic: u32,
     fingerprint: u64,
-) -> Result<Vec<(u32, Vec<u8>)>, postcard::Error> {
+) -> Result<Vec<SnapshotPart>, postcard::Error> {
     let mut parts: BTreeMap<u32, PipelineImage> = BTreeMap::new();
     let empty = |image: &PipelineImage| PipelineImage {
         tick: image.tick,
@@ -102,14 +102,14 @@ pub fn encode_parts(
         fingerprint,
     })?;
     let mut out = Vec::with_capacity(parts.len());
-    for (p, part) in parts {
+    for (partition, part) in parts {
         // A part needs both input topics' partition.
         if part.partitions.len() != 2 {
             continue;
         }
-        let mut bytes = header.clone();
-        bytes.extend(postcard::to_stdvec(&part)?);
-        out.push((p, bytes));
+        let mut blob = header.clone();
+        blob.extend(postcard::to_stdvec(&part)?);
+        out.push(SnapshotPart { partition, blob });
     }
     Ok(out)
 }
@@ -188,7 +188,7 @@ impl SnapshotWriter {
                 for image in rx {
                     match encode_parts(&image, &geo, per_topic, fingerprint) {
                         Ok(parts) => {
-                            let bytes: usize = parts.iter().map(|(_, b)| b.len()).sum();
+                            let bytes: usize = parts.iter().map(|part| part.blob.len()).sum();
                             metrics.snapshots_taken.fetch_add(1, Relaxed);
                             metrics.snapshot_bytes.store(bytes as u64, Relaxed);
                             tracing::debug!(
@@ -312,7 +312,7 @@ fn plan_restore(
     for p in &wanted {
         let ticks: Vec<i64> = stored
             .get(p)
-            .map(|v| v.iter().map(|(t, _)| *t).collect())
+            .map(|v| v.iter().map(|s| s.tick).collect())
             .unwrap_or_default();
         common = Some(match common {
             None => ticks,
@@ -326,8 +326,8 @@ fn plan_restore(
         for p in &wanted {
             let blob = stored
                 .get(p)
-                .and_then(|v| v.iter().find(|(t, _)| *t == tick))
-                .map(|(_, b)| b.as_slice())?;
+                .and_then(|v| v.iter().find(|s| s.tick == tick))
+                .map(|s| s.blob.as_slice())?;
             match decode_part(blob, fingerprint, *p, tick) {
                 Some(img) => parts.push(img),
                 None => break,
@@ -404,67 +404,6 @@ impl Sink for RedisPriceSink {
     }
 }
 
-/// The Redis store's metric families.
-pub fn render_redis_metrics(store: &RedisStore, out: &mut String) {
-    use std::fmt::Write as _;
-    let s = store.stats();
-    let family = crate::metrics::family;
-    family(
-        out,
-        "primetime_redis_up",
-        "gauge",
-        "1 when the last Redis operation succeeded; 0 = degraded (prices and snapshots queued).",
-    );
-    let _ = writeln!(out, "primetime_redis_up {}", u8::from(s.up.load(Relaxed)));
-    for (name, kind, help, v) in [
-        (
-            "primetime_redis_price_cells_written_total",
-            "counter",
-            "Cells sent through the newest-tick-wins price script.",
-            &s.price_cells_written,
-        ),
-        (
-            "primetime_redis_price_conflicts_total",
-            "counter",
-            "Writes of a stored (cell, tick) with another payload (kept the first).",
-            &s.price_conflicts,
-        ),
-        (
-            "primetime_redis_pending_cells",
-            "gauge",
-            "Cells queued for the Redis price table, not yet written.",
-            &s.pending_cells,
-        ),
-        (
-            "primetime_redis_write_errors_total",
-            "counter",
-            "Failed Redis price writes.",
-            &s.write_errors,
-        ),
-        (
-            "primetime_redis_read_errors_total",
-            "counter",
-            "Failed Redis reads (HTTP answers then come from memory, marked stale).",
-            &s.read_errors,
-        ),
-        (
-            "primetime_redis_snapshots_written_total",
-            "counter",
-            "Snapshots written to Redis.",
-            &s.snapshots_written,
-        ),
-        (
-            "primetime_redis_snapshot_errors_total",
-            "counter",
-            "Failed snapshot writes.",
-            &s.snapshot_errors,
-        ),
-    ] {
-        family(out, name, kind, help);
-        let _ = writeln!(out, "{name} {}", v.load(Relaxed));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,7 +447,10 @@ mod tests {
         let img = image(4, &geo);
         let parts = encode_parts(&img, &geo, 4, 77).expect("encode");
         assert_eq!(parts.len(), 1, "one Kafka partition holds the cell");
-        let (p, bytes) = &parts[0];
+        let SnapshotPart {
+            partition: p,
+            blob: bytes,
+        } = &parts[0];
         assert_eq!(decode_part(bytes, 77, *p, 99).as_ref(), Some(&img));
         assert_eq!(decode_part(bytes, 78, *p, 99), None, "another config");
         assert_eq!(decode_part(bytes, 77, *p, 98), None, "another tick");
@@ -584,7 +526,7 @@ mod tests {
 
     #[test]
     fn redis_down_at_start_plans_from_kafka_alone() {
-        let store = RedisStore::start(&crate::redis_store::RedisConfig {
+        let store = RedisStore::start(&crate::redis::RedisConfig {
             url: "redis://127.0.0.1:1".to_owned(),
             ..Default::default()
         })

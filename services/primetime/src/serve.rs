@@ -21,7 +21,7 @@ use crate::kafka::{self, consumer::KafkaSource, producer::DeadLetters, producer:
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineOptions, Sink, SnapshotOptions};
 use crate::recovery::{RedisPriceSink, SnapshotWriter};
-use crate::redis_store::RedisStore;
+use crate::redis::RedisStore;
 use crate::table::{ActiveView, PriceTable};
 use crate::wall_clock::wall_clock_ms;
 
@@ -222,7 +222,7 @@ async fn run_kafka(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
                 .metrics
                 .extra
                 .set(crate::metrics::ExtraMetrics(Box::new(move |out| {
-                    crate::recovery::render_redis_metrics(&extra, out)
+                    crate::redis::render_redis_metrics(&extra, out)
                 })));
             Some(store)
         }
