@@ -8,8 +8,7 @@
 //! - [`inputs`]: pipeline inputs (embedded simulator, event log);
 //! - [`kafka`]: Kafka source, price sink, dead letters, simulator publisher;
 //! - [`dataset`]: the model's training set from the simulator;
-//! - [`recovery`]: snapshots in Redis, epoch plans (restore, rewind), the
-//!   Redis price sink;
+//! - [`recovery`]: snapshots in Redis, epoch plans (restore, rewind);
 //! - [`redis`]: the Redis price table (newest tick wins) and snapshots;
 //! - [`sinks`]: the `Sink` trait (where ticks' decisions go) and its contract;
 //! - [`wall_clock`]: the one place the wall clock is read;
