@@ -7,8 +7,9 @@
 //!
 //! Redis: `PRIMETIME_TEST_REDIS` (default `redis://127.0.0.1:6379`, which
 //! the test command starts when nothing answers there), or a private
-//! `redis-server` on a free port ([`RedisServer::start`]) for tests that
-//! stop it.
+//! `redis-server` on a free port ([`RedisServer`], the one place the tests
+//! start Redis) for tests that stop it; [`TestRedis`] is either, for a
+//! test that only needs its own keys.
 
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
@@ -396,16 +397,39 @@ pub fn shared_redis_url() -> String {
 }
 
 /// A private `redis-server` (nothing on disk) on a free 127.0.0.1 port,
-/// killed by PID when dropped. [`Self::pause`] / [`Self::resume`] stop and
-/// continue the process (SIGSTOP / SIGCONT): a Redis that stops answering.
+/// killed by PID when dropped; the one place the tests start Redis.
+/// [`Self::pause`] / [`Self::resume`] stop and continue the process
+/// (SIGSTOP / SIGCONT): a Redis that stops answering. [`Self::kill`] and
+/// [`Self::restart`]: a Redis that goes away and comes back empty.
 pub struct RedisServer {
     pub url: String,
-    child: Child,
+    port: u16,
+    child: Option<Child>,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        let mut server = Self::reserve();
+        server.restart();
+        server
+    }
+
+    /// A free port with nothing listening yet: a Redis that is down until
+    /// [`Self::restart`].
+    pub fn reserve() -> Self {
         let port = free_port();
+        Self {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+            child: None,
+        }
+    }
+
+    /// Starts the server on its port (again, after [`Self::kill`]), empty,
+    /// and waits until it answers.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server already running");
+        let port = self.port;
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -413,20 +437,32 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server (install it, e.g. apt-get install redis-server)");
-        let url = format!("redis://127.0.0.1:{port}");
+        self.child = Some(child);
+        let url = self.url.as_str();
         let up = eventually(Duration::from_secs(10), || {
-            redis::Client::open(url.as_str())
+            redis::Client::open(url)
                 .ok()?
                 .get_connection_with_timeout(Duration::from_millis(200))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
                 .ok()
         });
         assert!(up.is_some(), "redis-server did not start on {port}");
-        Self { url, child }
+    }
+
+    /// SIGKILL: gone, with its data, until [`Self::restart`].
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     fn signal(&self, sig: &str) {
+        let Some(child) = &self.child else {
+            panic!("redis-server not running");
+        };
         let status = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
+            .args([sig, &child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success(), "kill {sig} redis-server");
@@ -445,9 +481,35 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        self.signal("-CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.child.is_some() {
+            self.signal("-CONT");
+        }
+        self.kill();
+    }
+}
+
+/// A Redis for one test's keys: `PRIMETIME_TEST_REDIS` when set (tests
+/// keep apart by key prefix), else a private [`RedisServer`] of its own.
+pub struct TestRedis {
+    pub url: String,
+    _private: Option<RedisServer>,
+}
+
+impl TestRedis {
+    pub fn start() -> Self {
+        match std::env::var("PRIMETIME_TEST_REDIS") {
+            Ok(url) if !url.trim().is_empty() => Self {
+                url,
+                _private: None,
+            },
+            _ => {
+                let server = RedisServer::start();
+                Self {
+                    url: server.url.clone(),
+                    _private: Some(server),
+                }
+            }
+        }
     }
 }
 

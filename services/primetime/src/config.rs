@@ -58,7 +58,7 @@ pub struct ServiceConfig {
     pub kafka: crate::kafka::KafkaConfig,
     /// Redis: the shared price table and snapshots; `url` empty (the
     /// default) = none. Used in Kafka mode.
-    pub redis: crate::redis_store::RedisConfig,
+    pub redis: crate::redis::RedisConfig,
     /// The embedded city simulator (source when no Kafka is configured).
     /// Default: the simulator's defaults, with a bigger stadium crowd
     /// (4,000 riders) leaving 2 s after start, so a fresh `serve` shows a
@@ -82,7 +82,7 @@ impl Default for ServiceConfig {
             model: DEFAULT_MODEL.to_owned(),
             core: primetime_core::Config::default(),
             kafka: crate::kafka::KafkaConfig::default(),
-            redis: crate::redis_store::RedisConfig::default(),
+            redis: crate::redis::RedisConfig::default(),
             sim: embedded_sim(),
         }
     }

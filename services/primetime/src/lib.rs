@@ -10,9 +10,8 @@
 //!   boundary exchange (the price sink is [`sinks::kafka`]);
 //! - [`sim_publish`]: `simulate --kafka`, the simulator into the input topics;
 //! - [`dataset`]: the model's training set from the simulator;
-//! - [`recovery`]: snapshots in Redis, epoch plans (restore, rewind), the
-//!   Redis price sink;
-//! - [`redis_store`]: the Redis price table (newest tick wins) and snapshots;
+//! - [`recovery`]: snapshots in Redis, epoch plans (restore, rewind);
+//! - [`redis`]: the Redis price table (newest tick wins) and snapshots;
 //! - [`sinks`]: the `Sink` trait (where ticks' decisions go) and its contract;
 //! - [`wall_clock`]: the one place the wall clock is read;
 //! - [`table`]: the in-memory price table HTTP reads lock-free;
@@ -31,7 +30,7 @@ pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod recovery;
-pub mod redis_store;
+pub mod redis;
 pub mod replay;
 pub mod serve;
 pub mod sim_publish;

@@ -20,9 +20,10 @@ use crate::kafka::exchange::KafkaExchange;
 use crate::kafka::{self, consumer::KafkaSource, producer::DeadLetters};
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineOptions, Sink, SnapshotOptions};
-use crate::recovery::{RedisPriceSink, SnapshotWriter};
-use crate::redis_store::RedisStore;
+use crate::recovery::SnapshotWriter;
+use crate::redis::RedisStore;
 use crate::sinks::kafka::PricePublisher;
+use crate::sinks::redis::RedisPriceSink;
 use crate::table::{ActiveView, PriceTable};
 use crate::wall_clock::wall_clock_ms;
 
@@ -223,7 +224,7 @@ async fn run_kafka(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
                 .metrics
                 .extra
                 .set(crate::metrics::ExtraMetrics(Box::new(move |out| {
-                    crate::recovery::render_redis_metrics(&extra, out)
+                    crate::redis::render_redis_metrics(&extra, out)
                 })));
             Some(store)
         }
@@ -313,26 +314,22 @@ async fn run_kafka(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
                 Err(e) => break Err(e),
             }
         };
-        let counter = match plan.how {
-            "snapshot" => &parts.metrics.starts_from_snapshot,
-            "rewind" => &parts.metrics.starts_rewound,
-            _ => &parts.metrics.starts_fresh,
-        };
+        let counter = plan.start.starts_counter(&parts.metrics);
         counter.fetch_add(1, Ordering::Relaxed);
-        complete.store(plan.complete, Ordering::Relaxed);
+        complete.store(plan.complete(), Ordering::Relaxed);
         tracing::info!(
             epoch,
-            from = %plan.how,
-            restored_tick = plan.restore.as_ref().map(|i| i.tick),
-            publish_from = plan.publish_from.map(|t| t.0),
+            from = %plan.start,
+            restored_tick = plan.restore().map(|i| i.tick),
+            publish_from = plan.publish_from().map(|t| t.0),
             partitions = start.len(),
             "pipeline epoch starts"
         );
         let options = PipelineOptions {
             exchange: Some(Arc::clone(&exchange) as Arc<dyn crate::pipeline::BoundaryExchange>),
             snapshots: snapshots.clone(),
-            restore: plan.restore.clone(),
-            publish_from: plan.publish_from,
+            restore: plan.restore(),
+            publish_from: plan.publish_from(),
             ..pipeline_options(&config, &parts)
         };
         let pipeline = Pipeline::start(

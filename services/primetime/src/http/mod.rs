@@ -49,7 +49,7 @@ pub struct AppState {
 /// (or does not know completely after a restart).
 #[derive(Clone)]
 pub struct RemotePrices {
-    pub store: crate::redis_store::RedisStore,
+    pub store: crate::redis::RedisStore,
     /// Whether this instance owns (prices) the cell now.
     pub owned: Arc<dyn Fn(primetime_core::CellId) -> bool + Send + Sync>,
     /// The in-memory table holds every owned cell's current decision

@@ -1,5 +1,6 @@
 //! Where a tick's decisions go: the [`Sink`] trait and its contract, and
-//! the sinks that are no adapter's (in memory, JSON lines).
+//! the sinks that are no adapter's (in memory, JSON lines), and the Redis
+//! price sink ([`redis`]).
 //!
 //! The clock hands every fired tick to exactly one `Sink` value; the
 //! wiring composes several (`(A, B)`, `Option<S>`), so a reader follows a
@@ -18,6 +19,8 @@
 pub mod kafka;
 
 use primetime_core::{PriceDecision, Tick};
+
+pub mod redis;
 
 /// Where each tick's decisions go (price table, Kafka, a file).
 pub trait Sink: Send {
