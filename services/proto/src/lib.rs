@@ -20,6 +20,7 @@
 //!   malformed ones included.
 
 mod convert;
+mod decision;
 mod log;
 
 /// Generated protobuf types of package `primetime.v1`.
@@ -29,4 +30,5 @@ pub mod v1 {
 }
 
 pub use convert::{DecodeError, Topic, decode, encode};
+pub use decision::{cell_summary, price_update, summary_of};
 pub use log::{LogEntry, LogError, LogReader, LogWriter, MAX_LOG_ENTRY_LEN};

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use primetime_core::{CellId, Multiplier, RegionId, Summary, Tick};
+use primetime_core::{CellId, RegionId, Summary, Tick};
 use primetime_proto::v1;
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -174,12 +174,7 @@ impl BoundaryExchange for KafkaExchange {
             tick: tick.0,
             cells: cells
                 .iter()
-                .map(|(c, s)| v1::CellSummary {
-                    cell: c.as_u64(),
-                    supply: s.supply,
-                    requests_5m: s.requests_5m,
-                    multiplier_twentieths: s.multiplier.twentieths(),
-                })
+                .map(|(c, s)| primetime_proto::cell_summary(*c, s))
                 .collect(),
         };
         let payload = msg.encode_to_vec();
@@ -291,16 +286,7 @@ impl Reader {
         let cells: Vec<(CellId, Summary)> = stats
             .cells
             .iter()
-            .filter_map(|c| {
-                Some((
-                    CellId::from_u64(c.cell)?,
-                    Summary {
-                        supply: c.supply,
-                        requests_5m: c.requests_5m,
-                        multiplier: Multiplier::from_twentieths(c.multiplier_twentieths),
-                    },
-                ))
-            })
+            .filter_map(primetime_proto::summary_of)
             .collect();
         let stream = state.streams.entry(key).or_default();
         stream.covered = Some(stream.covered.map_or(stats.tick, |c| c.max(stats.tick)));

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use primetime_core::{PriceDecision, Reason};
-use primetime_proto::v1;
+use primetime_core::Reason;
 use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -162,18 +161,5 @@ impl DeadLetters {
         }
         self.unflushed = false;
         Ok(())
-    }
-}
-
-/// The wire form of a decision (the prices topic's and Redis's; it moves
-/// into `primetime-proto` with issue 14).
-pub fn price_update(d: &PriceDecision, tick_end_ms: i64) -> v1::PriceUpdate {
-    v1::PriceUpdate {
-        cell: d.cell.to_string(),
-        tick: d.tick.0,
-        tick_end_ms,
-        multiplier: d.multiplier.value(),
-        model_version: d.model_version.to_string(),
-        explanation: serde_json::to_string(&d.explanation).unwrap_or_default(),
     }
 }

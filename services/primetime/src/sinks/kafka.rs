@@ -20,9 +20,10 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 
 use super::Sink;
-use crate::kafka::producer::{DeliveryCounter, price_update, producer, send_retrying};
+use crate::kafka::producer::{DeliveryCounter, producer, send_retrying};
 use crate::kafka::{KafkaConfig, KafkaError};
 use crate::metrics::Metrics;
+use primetime_proto::price_update;
 
 /// Ticks queued between the clock and the publisher thread: minutes of
 /// ticks, so only a broker outage makes the clock wait.

@@ -34,7 +34,7 @@ impl Sink for RedisPriceSink {
             .map(|d| StoredPrice {
                 cell: d.cell.to_string(),
                 tick: d.tick.0,
-                payload: crate::kafka::producer::price_update(d, tick_end_ms).encode_to_vec(),
+                payload: primetime_proto::price_update(d, tick_end_ms).encode_to_vec(),
             })
             .collect();
         // Queued, never blocking: while Redis is down the newest price per
