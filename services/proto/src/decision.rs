@@ -50,7 +50,7 @@ mod tests {
 
     #[test]
     fn a_summary_survives_the_round_trip() {
-        let cell = CellId::from_u64(0x8828_3082_adff_fff).expect("an H3 cell");
+        let cell = CellId::from_u64(0x0882_8308_2adf_ffff).expect("an H3 cell");
         let s = Summary {
             supply: 3,
             requests_5m: 17,
