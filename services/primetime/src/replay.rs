@@ -4,48 +4,19 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
-use primetime_core::{PriceDecision, PriceModel, RejectCounts, Tick};
+use primetime_core::{PriceModel, RejectCounts};
 
 use crate::config::ServiceConfig;
 use crate::inputs::LogInput;
 use crate::metrics::Metrics;
 use crate::pipeline::{Pipeline, PipelineOptions, Sink};
-
-/// Writes decisions as JSON lines, in tick then cell order.
-pub struct JsonlSink<W: Write> {
-    out: W,
-}
-
-impl<W: Write> JsonlSink<W> {
-    pub fn new(out: W) -> Self {
-        Self { out }
-    }
-}
-
-impl<W: Write + Send> Sink for JsonlSink<W> {
-    fn publish(
-        &mut self,
-        _tick: Tick,
-        _tick_end_ms: i64,
-        decisions: &[PriceDecision],
-    ) -> anyhow::Result<()> {
-        for d in decisions {
-            serde_json::to_writer(&mut self.out, d)?;
-            self.out.write_all(b"\n")?;
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) -> anyhow::Result<()> {
-        self.out.flush().context("flushing decisions")
-    }
-}
+pub use crate::sinks::jsonl::JsonlSink;
 
 /// Totals of a replay, printed by the CLI.
 #[derive(Debug, Clone)]

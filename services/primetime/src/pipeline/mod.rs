@@ -28,10 +28,10 @@ pub mod source;
 use std::sync::Arc;
 
 use actix::{Actor, Addr, Arbiter};
-use primetime_core::{Config, PriceDecision, PriceModel, Shard, Tick};
+use primetime_core::{Config, PriceModel, Shard, Tick};
 use tokio::sync::watch;
 
-pub use crate::sinks::Sink;
+pub use crate::sinks::{CollectSink, Sink};
 pub use clock::ClockSummary;
 pub use exchange::BoundaryExchange;
 use shard::ShardActor;
@@ -244,23 +244,4 @@ fn start_shards(
             (arbiter, addr)
         })
         .unzip()
-}
-
-/// A sink that keeps every decision in memory (tests, small replays).
-#[derive(Debug, Default, Clone)]
-pub struct CollectSink(pub Arc<std::sync::Mutex<Vec<PriceDecision>>>);
-
-impl Sink for CollectSink {
-    fn publish(
-        &mut self,
-        _tick: Tick,
-        _tick_end_ms: i64,
-        decisions: &[PriceDecision],
-    ) -> anyhow::Result<()> {
-        match self.0.lock() {
-            Ok(mut v) => v.extend_from_slice(decisions),
-            Err(p) => p.into_inner().extend_from_slice(decisions),
-        }
-        Ok(())
-    }
 }

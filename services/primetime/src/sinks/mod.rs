@@ -1,6 +1,7 @@
 //! Where a tick's decisions go: the [`Sink`] trait and its contract, and
-//! the sinks that are no adapter's (in memory, JSON lines), and the Redis
-//! price sink ([`redis`]).
+//! every sink — [`table`] (the in-memory table HTTP reads), [`kafka`] (the
+//! prices topic), [`redis`] (the shared price table), [`jsonl`] (replay's
+//! output) and [`CollectSink`] (in memory, for tests).
 //!
 //! The clock hands every fired tick to exactly one `Sink` value; the
 //! wiring composes several (`(A, B)`, `Option<S>`), so a reader follows a
@@ -12,15 +13,19 @@
 //!   I/O hands the tick to its own thread over a bounded channel and
 //!   returns; a full channel is back-pressure the sink states in its docs.
 //!   (Known gap, tracked by the Kafka issue: the Kafka price sink still
-//!   waits on a full librdkafka queue inside `publish`.)
+//!   blocks on its own full 256-tick channel inside `publish` during a
+//!   long broker outage.)
 //! - An `Err` ends the pipeline epoch (the clock stops): a sink never logs
 //!   and skips a decision it could not take.
 
+pub mod jsonl;
 pub mod kafka;
+pub mod redis;
+pub mod table;
+
+use std::sync::Arc;
 
 use primetime_core::{PriceDecision, Tick};
-
-pub mod redis;
 
 /// Where each tick's decisions go (price table, Kafka, a file).
 pub trait Sink: Send {
@@ -76,5 +81,24 @@ impl<S: Sink> Sink for Option<S> {
             Some(s) => s.finish(),
             None => Ok(()),
         }
+    }
+}
+
+/// A sink that keeps every decision in memory (tests, small replays).
+#[derive(Debug, Default, Clone)]
+pub struct CollectSink(pub Arc<std::sync::Mutex<Vec<PriceDecision>>>);
+
+impl Sink for CollectSink {
+    fn publish(
+        &mut self,
+        _tick: Tick,
+        _tick_end_ms: i64,
+        decisions: &[PriceDecision],
+    ) -> anyhow::Result<()> {
+        match self.0.lock() {
+            Ok(mut v) => v.extend_from_slice(decisions),
+            Err(p) => p.into_inner().extend_from_slice(decisions),
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,37 @@
+//! The embedded default: the built-in city simulator as the pipeline's
+//! input, prices into the in-memory table; no Kafka, no Redis.
+
+use std::sync::Arc;
+
+use primetime_sim::{SimConfig, Simulator};
+
+use super::{Parts, pipeline_options};
+use crate::config::ServiceConfig;
+use crate::inputs::SimInput;
+use crate::pipeline::Pipeline;
+use crate::sinks::table::TableSink;
+use crate::wall_clock::wall_clock_ms;
+
+/// Starts the simulator-fed pipeline (simulated time starts now); returns
+/// it with the stadium's cell, if the city has one.
+pub(super) fn start(
+    config: &ServiceConfig,
+    parts: &Parts,
+) -> anyhow::Result<(Pipeline, Option<primetime_core::CellId>)> {
+    let sim = Simulator::new(SimConfig {
+        start_ms: wall_clock_ms(),
+        ..config.sim.clone()
+    })
+    .map_err(|e| anyhow::anyhow!("simulator: {e}"))?;
+    let stadium = sim.stadium_cell();
+    let input = SimInput::new(sim, config.sim_speed, Arc::clone(&parts.stop));
+    let pipeline = Pipeline::start(
+        &config.core,
+        &pipeline_options(config, parts),
+        Arc::clone(&parts.model),
+        input,
+        TableSink::new(Arc::clone(&parts.table)),
+        Arc::clone(&parts.metrics),
+    )?;
+    Ok((pipeline, stadium))
+}

@@ -1,0 +1,175 @@
+//! `primetime serve`: the wiring. Builds the model, the price table and
+//! metrics, starts one running mode and the HTTP API over them, and drains
+//! on a signal.
+//!
+//! - `embedded`: the default — the built-in simulator as input, prices in
+//!   memory;
+//! - `kafka`: one pipeline per partition assignment ("epoch"), each planned
+//!   by [`crate::recovery`] (snapshot restore, rewind, or the committed
+//!   offsets), publishing to the in-memory table, the prices topic and
+//!   (optionally) Redis.
+
+mod embedded;
+mod kafka;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use actix_web::{App, HttpServer};
+use anyhow::Context as _;
+
+use crate::config::ServiceConfig;
+use crate::http::{self, AppState, Limits};
+use crate::metrics::Metrics;
+use crate::pipeline::PipelineOptions;
+use crate::table::{ActiveView, PriceTable};
+use crate::wall_clock::wall_clock_ms;
+
+/// Runs until SIGINT/SIGTERM, then drains: stops HTTP (in-flight requests
+/// finish), stops the source, waits for the pipeline, exits 0. A pipeline
+/// that fails (e.g. a fatal Kafka error) stops the service with its error.
+pub fn serve(config: ServiceConfig) -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(run(config))
+}
+
+/// What both running modes share.
+#[derive(Clone)]
+pub(super) struct Parts {
+    model: Arc<dyn primetime_core::PriceModel + Send + Sync>,
+    table: Arc<PriceTable>,
+    active: Arc<ActiveView>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    /// Set in Kafka mode with Redis (HTTP reads other instances' cells).
+    remote: Arc<std::sync::OnceLock<http::RemotePrices>>,
+}
+
+async fn run(config: ServiceConfig) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new(config.shards));
+    let choice = crate::model::choose(&config.model, config.core.policy.fallback);
+    metrics.set_model_fallback(choice.fallback_reason.is_some());
+    let parts = Parts {
+        table: Arc::new(PriceTable::new(choice.model.version())),
+        model: choice.model,
+        active: Arc::new(ActiveView::new(config.shards)),
+        metrics,
+        stop: Arc::new(AtomicBool::new(false)),
+        remote: Arc::default(),
+    };
+    let kafka = config.kafka.enabled();
+    let (runner, mode) = if kafka {
+        let runner = actix_rt::spawn(kafka::run(config.clone(), parts.clone()));
+        (runner, format!("kafka {}", config.kafka.brokers))
+    } else {
+        let (pipeline, stadium) = embedded::start(&config, &parts)?;
+        let runner = actix_rt::spawn(async move {
+            let (source, clock) = pipeline.wait().await?;
+            tracing::info!(
+                records = source.records,
+                ticks = clock.ticks,
+                decisions = clock.decisions,
+                "pipeline stopped"
+            );
+            Ok(())
+        });
+        let mode = format!(
+            "embedded simulator, stadium cell {}",
+            stadium.map_or("-".into(), |c| c.to_string())
+        );
+        (runner, mode)
+    };
+
+    let state = AppState {
+        table: Arc::clone(&parts.table),
+        active: Arc::clone(&parts.active),
+        metrics: Arc::clone(&parts.metrics),
+        geo: config.core.geo(),
+        limits: Limits {
+            max_body_bytes: config.max_body_bytes,
+            max_bbox_cells: config.max_bbox_cells,
+            stale_after_ms: config.stale_after_ms,
+        },
+        now_ms: Arc::new(wall_clock_ms),
+        remote: Arc::clone(&parts.remote),
+    };
+    let addr = config.socket_addr();
+    let server = HttpServer::new(move || {
+        let state = state.clone();
+        App::new().configure(move |c| http::configure(c, state))
+    })
+    .workers(config.http_workers)
+    // Signals are ours: stop HTTP first, then the pipeline, then the system.
+    .disable_signals()
+    .bind(addr)
+    .with_context(|| format!("cannot listen on {addr}"))?
+    .shutdown_timeout(5)
+    .run();
+    let handle = server.handle();
+    let signal_handle = handle.clone();
+    actix_rt::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("signal received, draining http");
+        signal_handle.stop(true).await;
+    });
+    tracing::info!(
+        url = %format!("http://{addr}/"),
+        shards = config.shards,
+        http_workers = config.http_workers,
+        mode = %mode,
+        "primetime serving"
+    );
+    eprintln!("primetime: live prices on http://{addr}/ ({mode})");
+    let server = actix_rt::spawn(server);
+    let mut runner = runner;
+    let failed = tokio::select! {
+        r = server => {
+            r.context("http server task")?.context("http server")?;
+            None
+        }
+        r = &mut runner => Some(r),
+    };
+    tracing::info!("shutting down");
+    parts.stop.store(true, Ordering::Relaxed);
+    let result = match failed {
+        Some(r) => {
+            handle.stop(true).await;
+            r
+        }
+        None => runner.await,
+    };
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.context("pipeline failed")),
+        Err(e) => Err(anyhow::anyhow!("pipeline task: {e}")),
+    }
+}
+
+pub(super) fn pipeline_options(config: &ServiceConfig, parts: &Parts) -> PipelineOptions {
+    PipelineOptions {
+        active: Some(Arc::clone(&parts.active) as Arc<dyn crate::pipeline::ActiveCells>),
+        ..PipelineOptions::sized(config.shards, config.mailbox, config.batch_size)
+    }
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use actix_rt::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = actix_rt::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = actix_rt::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = actix_rt::signal::ctrl_c().await;
+    }
+}
