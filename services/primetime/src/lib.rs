@@ -17,7 +17,8 @@
 //! - [`http`]: the actix-web API;
 //! - [`metrics`]: Prometheus metrics;
 //! - [`model`]: the ONNX model or, when it cannot load, fallback mode;
-//! - [`serve`], [`replay`]: the two pipeline-running commands.
+//! - [`serve`], [`replay`]: the two pipeline-running commands;
+//! - [`serve_lookup`]: HTTP's price lookup over the table and Redis.
 
 pub mod cli;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod recovery;
 pub mod redis_store;
 pub mod replay;
 pub mod serve;
+pub mod serve_lookup;
 pub mod sinks;
 pub mod table;
 pub mod wall_clock;

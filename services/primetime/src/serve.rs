@@ -74,7 +74,7 @@ struct Parts {
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     /// Set in Kafka mode with Redis (HTTP reads other instances' cells).
-    remote: Arc<std::sync::OnceLock<http::RemotePrices>>,
+    remote: Arc<std::sync::OnceLock<crate::serve_lookup::RemotePrices>>,
 }
 
 async fn run(config: ServiceConfig) -> anyhow::Result<()> {
@@ -123,7 +123,10 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
             stale_after_ms: config.stale_after_ms,
         },
         now_ms: Arc::new(wall_clock_ms),
-        remote: Arc::clone(&parts.remote),
+        prices: Arc::new(crate::serve_lookup::ServeLookup {
+            table: Arc::clone(&parts.table),
+            remote: Arc::clone(&parts.remote),
+        }),
     };
     let addr = config.socket_addr();
     let server = HttpServer::new(move || {
@@ -264,7 +267,7 @@ async fn run_kafka(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
     let complete = Arc::new(AtomicBool::new(false));
     if let Some(store) = &store {
         let (assignment, geo) = (source.assignment(), config.core.geo());
-        let _ = parts.remote.set(http::RemotePrices {
+        let _ = parts.remote.set(crate::serve_lookup::RemotePrices {
             store: store.clone(),
             owned: Arc::new(move |cell| {
                 let key = geo.region_of(cell).to_string();
