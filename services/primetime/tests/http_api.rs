@@ -495,6 +495,11 @@ async fn openapi_states_the_validation_bounds_and_error_answers() {
     );
     assert_eq!(bbox["required"], true);
 
+    let body = &doc["paths"]["/v1/prices"]["post"]["requestBody"]["description"];
+    assert!(
+        body.as_str().is_some_and(|d| d.contains("65536 bytes")),
+        "{body}"
+    );
     let batch = &doc["components"]["schemas"]["BatchRequest"];
     assert_eq!(batch["properties"]["locations"]["maxItems"], 1000);
     let location = &doc["components"]["schemas"]["Location"];

@@ -112,7 +112,7 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
 /// Multipliers at up to 1,000 locations, in order.
 #[utoipa::path(post, path = "/v1/prices",
     request_body(content = BatchRequest, content_type = "application/json",
-        description = "At most 1,000 locations; the body at most `max_body_bytes` (256 KiB by default)"),
+        description = "At most 1,000 locations; the body at most `max_body_bytes` (set at run time)"),
     responses(
         (status = 200, description = "One price per location, in order", body = BatchAnswer),
         (status = 400, description = "Invalid JSON, or a missing or invalid location field", body = ErrorBody),

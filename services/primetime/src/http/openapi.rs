@@ -8,9 +8,9 @@ use actix_web::{HttpResponse, web};
 use serde_json::Value;
 use utoipa::OpenApi;
 
-use super::AppState;
 use super::api;
 use super::params::{BBOX_PATTERN, CellShape};
+use super::{AppState, Limits, MAX_BATCH};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,12 +33,19 @@ struct ApiDoc;
 
 /// `GET /openapi.json`
 pub async fn openapi(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(document(state.geo.price_resolution()))
+    let limits = state.limits;
+    HttpResponse::Ok().json(document(state.geo.price_resolution(), &limits))
 }
 
-/// The document, for cells at `price_resolution`.
-pub fn document(price_resolution: u8) -> Value {
+/// The document, for cells at `price_resolution` and these limits.
+pub fn document(price_resolution: u8, limits: &Limits) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
+    if let Some(body) = doc.pointer_mut("/paths/~1v1~1prices/post/requestBody") {
+        body["description"] = Value::String(format!(
+            "At most {MAX_BATCH} locations; the body at most {} bytes (413 otherwise)",
+            limits.max_body_bytes
+        ));
+    }
     set_pattern(&mut doc, "/v1/cells", "bbox", &BBOX_PATTERN);
     let cell = CellShape::new(price_resolution).pattern();
     set_pattern(&mut doc, "/v1/cells/{cell}", "cell", &cell);
