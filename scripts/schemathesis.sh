@@ -22,6 +22,19 @@ command -v schemathesis >/dev/null || {
     exit 2
 }
 
+# /readyz answers 503 until the first tick (documented, but a 5xx fails the
+# not_a_server_error check): wait for a ready service, at most 120 s.
+for _ in $(seq 120); do
+    if curl -fsS -o /dev/null "$url/readyz"; then
+        break
+    fi
+    sleep 1
+done
+curl -fsS -o /dev/null "$url/readyz" || {
+    echo "$url is not ready (GET /readyz)" >&2
+    exit 2
+}
+
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
