@@ -18,7 +18,7 @@
 //! - [`http`]: the actix-web API;
 //! - [`metrics`]: Prometheus metrics;
 //! - [`model`]: the ONNX model or, when it cannot load, fallback mode;
-//! - [`serve`], [`replay`]: the two pipeline-running commands.
+//! - [`serve`], [`replay`]: the two pipeline-running commands;
 
 pub mod cli;
 pub mod config;

@@ -1,12 +1,15 @@
 //! The in-memory price table the HTTP API reads: lock-free reads
-//! (`papaya`), one writer (the clock) applying each tick's decisions.
+//! (`papaya`), one writer (the clock) applying each tick's decisions. It is
+//! HTTP's [`PriceLookup`] when this instance prices every cell.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 
 use arc_swap::ArcSwap;
+use futures_util::future::BoxFuture;
 use primetime_core::{CellId, PriceDecision, Tick};
 
+use crate::http::{Decision, Found, PriceLookup};
 pub use crate::pipeline::ActiveCell;
 
 /// Each shard's active cells as of its last tick, replaced whole per tick
@@ -188,5 +191,19 @@ impl PriceTable {
 
     pub fn model_version(&self) -> Arc<String> {
         self.model_version.load_full()
+    }
+}
+
+/// Every cell from memory: this instance prices them all.
+impl PriceLookup for PriceTable {
+    fn lookup<'a>(&'a self, cells: &'a [CellId]) -> BoxFuture<'a, Vec<Found>> {
+        let found = cells
+            .iter()
+            .map(|c| Found {
+                decision: self.get(*c).map(Decision::Table),
+                degraded: false,
+            })
+            .collect();
+        Box::pin(std::future::ready(found))
     }
 }

@@ -77,6 +77,7 @@ fn fixture() -> Fixture {
     let now = Arc::new(AtomicI64::new(1_000_500));
     let clock = Arc::clone(&now);
     let state = AppState {
+        prices: Arc::clone(&table) as Arc<dyn http::PriceLookup>,
         table,
         active: Arc::new(primetime::table::ActiveView::new(2)),
         metrics: Arc::new(Metrics::new(2)),
@@ -87,7 +88,6 @@ fn fixture() -> Fixture {
             stale_after_ms: 30_000,
         },
         now_ms: Arc::new(move || clock.load(Ordering::Relaxed)),
-        remote: Arc::default(),
     };
     Fixture { state, now, last }
 }
@@ -403,4 +403,145 @@ async fn map_page_is_self_contained_and_bbox_carries_boundaries() {
         );
     }
     assert_eq!(cell["priced"], true);
+}
+
+#[actix_web::test]
+async fn unsupported_methods_answer_405_with_allow() {
+    let f = fixture();
+    let app = app!(f.state);
+    for (method, uri, allow) in [
+        (
+            actix_web::http::Method::POST,
+            "/v1/price?lat=1&lng=1",
+            "GET",
+        ),
+        (
+            actix_web::http::Method::DELETE,
+            "/v1/cells/881fb46621fffff",
+            "GET",
+        ),
+        (actix_web::http::Method::PUT, "/metrics", "GET"),
+        (actix_web::http::Method::PATCH, "/", "GET"),
+        (actix_web::http::Method::GET, "/v1/prices", "POST"),
+    ] {
+        let req = test::TestRequest::default()
+            .method(method.clone())
+            .uri(uri)
+            .to_request();
+        let resp = test::call_service(&app, req).await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}"
+        );
+        let header = resp
+            .headers()
+            .get("allow")
+            .map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(header.as_deref(), Some(allow), "{method} {uri}");
+        let body: Value = serde_json::from_slice(&test::read_body(resp).await).unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+        assert_eq!(body["error"]["status"], 405);
+    }
+    // Unknown paths stay 404, whatever the method.
+    let req = test::TestRequest::delete().uri("/v1/nope").to_request();
+    let resp = test::call_service(&app, req).await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[actix_web::test]
+async fn openapi_states_the_validation_bounds_and_error_answers() {
+    let f = fixture();
+    let app = app!(f.state);
+    let (status, doc) = get!(app, "/openapi.json");
+    assert_eq!(status, StatusCode::OK);
+    let param = |path: &str, name: &str| -> Value {
+        let op = doc["paths"][path]
+            .as_object()
+            .and_then(|m| m.values().next().cloned())
+            .unwrap_or(Value::Null);
+        op["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == name).cloned())
+            .unwrap_or_else(|| panic!("{path} {name} undocumented"))
+    };
+    let lat = param("/v1/price", "lat");
+    assert_eq!(
+        (
+            lat["schema"]["minimum"].as_f64(),
+            lat["schema"]["maximum"].as_f64()
+        ),
+        (Some(-90.0), Some(90.0))
+    );
+    let lng = param("/v1/price", "lng");
+    assert_eq!(
+        (
+            lng["schema"]["minimum"].as_f64(),
+            lng["schema"]["maximum"].as_f64()
+        ),
+        (Some(-180.0), Some(180.0))
+    );
+    let cell = param("/v1/cells/{cell}", "cell");
+    assert_eq!(cell["in"], "path");
+    assert_eq!(
+        cell["schema"]["pattern"],
+        "^88[0-9a-fA-F]{7}[13579bBdDfF][fF]{5}$"
+    );
+    let bbox = param("/v1/cells", "bbox");
+    assert!(
+        bbox["schema"]["pattern"]
+            .as_str()
+            .is_some_and(|p| p.starts_with('^') && p.matches(',').count() == 3)
+    );
+    assert_eq!(bbox["required"], true);
+
+    let body = &doc["paths"]["/v1/prices"]["post"]["requestBody"]["description"];
+    assert!(
+        body.as_str().is_some_and(|d| d.contains("65536 bytes")),
+        "{body}"
+    );
+    let batch = &doc["components"]["schemas"]["BatchRequest"];
+    assert_eq!(batch["properties"]["locations"]["maxItems"], 1000);
+    let location = &doc["components"]["schemas"]["Location"];
+    assert_eq!(
+        location["properties"]["lat"]["maximum"].as_f64(),
+        Some(90.0)
+    );
+    assert_eq!(
+        location["properties"]["lng"]["minimum"].as_f64(),
+        Some(-180.0)
+    );
+
+    for (path, method, statuses) in [
+        ("/v1/price", "get", &["200", "400"][..]),
+        ("/v1/prices", "post", &["200", "400", "413"]),
+        ("/v1/cells/{cell}", "get", &["200", "400", "404"]),
+        ("/v1/cells", "get", &["200", "400"]),
+        ("/readyz", "get", &["200", "503"]),
+    ] {
+        let responses = &doc["paths"][path][method]["responses"];
+        for s in statuses {
+            assert!(
+                responses[s].is_object(),
+                "{method} {path}: {s} undocumented"
+            );
+        }
+        for s in statuses.iter().filter(|s| s.starts_with('4')) {
+            assert_eq!(
+                responses[s]["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/ErrorBody",
+                "{method} {path} {s}"
+            );
+        }
+    }
+}
+
+#[actix_web::test]
+async fn cell_of_the_right_shape_that_is_no_h3_cell_is_not_found() {
+    let f = fixture();
+    let app = app!(f.state);
+    // Base cell 127 (> 121): the shape of a resolution-8 index, no cell.
+    let (status, body) = get!(app, "/v1/cells/88fe000001fffff");
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["error"]["code"], "not_found");
 }

@@ -1,10 +1,12 @@
 //! API errors: one variant per failure, each mapped to one HTTP status and
-//! a JSON body `{"error": {"status", "code", "field", "message"}}`.
+//! a JSON body [`ErrorBody`] `{"error": {"status", "code", "field",
+//! "message"}}`.
 
-use actix_web::http::StatusCode;
+use actix_web::http::{StatusCode, header};
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 use thiserror::Error;
+
+use super::answers::{ErrorBody, ErrorDetail};
 
 #[derive(Debug, Error)]
 pub enum ApiError {
@@ -22,6 +24,10 @@ pub enum ApiError {
     Read(String),
     #[error("not found: {0}")]
     NotFound(String),
+    /// A known path asked with a method it does not serve; `allow` lists
+    /// the ones it does (the `Allow` header).
+    #[error("method {method} not allowed; allowed: {allow}")]
+    MethodNotAllowed { method: String, allow: &'static str },
 }
 
 impl ApiError {
@@ -39,6 +45,7 @@ impl ApiError {
             Self::TooLarge(_) => "too_large",
             Self::Read(_) => "bad_request",
             Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
         }
     }
 }
@@ -51,6 +58,7 @@ impl ResponseError for ApiError {
             }
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -59,13 +67,17 @@ impl ResponseError for ApiError {
             Self::InvalidField { field, .. } => Some(field.as_str()),
             _ => None,
         };
-        HttpResponse::build(self.status_code()).json(json!({
-            "error": {
-                "status": self.status_code().as_u16(),
-                "code": self.code(),
-                "field": field,
-                "message": self.to_string(),
-            }
-        }))
+        let mut response = HttpResponse::build(self.status_code());
+        if let Self::MethodNotAllowed { allow, .. } = self {
+            response.insert_header((header::ALLOW, *allow));
+        }
+        response.json(ErrorBody {
+            error: ErrorDetail {
+                status: self.status_code().as_u16(),
+                code: self.code(),
+                field,
+                message: self.to_string(),
+            },
+        })
     }
 }

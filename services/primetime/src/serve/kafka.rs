@@ -11,7 +11,6 @@ use anyhow::Context as _;
 
 use super::{Parts, pipeline_options};
 use crate::config::ServiceConfig;
-use crate::http;
 use crate::kafka::consumer::{KafkaSource, Resumed, StartOffset};
 use crate::kafka::exchange::KafkaExchange;
 use crate::kafka::{self, producer::DeadLetters};
@@ -177,7 +176,7 @@ fn share_remote_prices(
         config.core.geo(),
         clients.per_topic,
     );
-    let _ = parts.remote.set(http::RemotePrices {
+    let _ = parts.remote.set(super::lookup::RemotePrices {
         store: store.clone(),
         owned: Arc::new(move |cell| {
             let key = geo.region_of(cell).to_string();

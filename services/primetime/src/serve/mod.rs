@@ -7,10 +7,13 @@
 //! - `kafka`: one pipeline per partition assignment ("epoch"), each planned
 //!   by [`crate::recovery`] (snapshot restore, rewind, or the committed
 //!   offsets), publishing to the in-memory table, the prices topic and
-//!   (optionally) Redis.
+//!   (optionally) Redis;
+//! - [`lookup`]: HTTP's price lookup over the table and, in Kafka mode with
+//!   Redis, the shared price table.
 
 mod embedded;
 mod kafka;
+pub mod lookup;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,7 +44,7 @@ pub(super) struct Parts {
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     /// Set in Kafka mode with Redis (HTTP reads other instances' cells).
-    remote: Arc<std::sync::OnceLock<http::RemotePrices>>,
+    remote: Arc<std::sync::OnceLock<lookup::RemotePrices>>,
 }
 
 async fn run(config: ServiceConfig) -> anyhow::Result<()> {
@@ -90,7 +93,10 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
             stale_after_ms: config.stale_after_ms,
         },
         now_ms: Arc::new(wall_clock_ms),
-        remote: Arc::clone(&parts.remote),
+        prices: Arc::new(lookup::ServeLookup {
+            table: Arc::clone(&parts.table),
+            remote: Arc::clone(&parts.remote),
+        }),
     };
     let addr = config.socket_addr();
     let server = HttpServer::new(move || {

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Schema-driven fuzzing of the HTTP API: schemathesis (PyPI, 4.x) generates
+# requests from the service's own /openapi.json and runs every check
+# (status codes, content types, response schemas, schema-valid requests
+# accepted, schema-invalid ones rejected, 405 + Allow for other methods).
+#
+#   scripts/schemathesis.sh http://127.0.0.1:8080
+#
+# Runs against a service that is already up (e.g. `cargo run -p primetime
+# -- serve`). 8 operations x 150 examples per phase and mode: well over the
+# 1,000 cases the issue asks for (schemathesis prints the count). Fixed seed,
+# so a run is reproducible. Exits non-zero on any failure.
+set -euo pipefail
+
+url="${1:?usage: $0 SERVICE_URL (e.g. http://127.0.0.1:8080)}"
+url="${url%/}"
+examples="${SCHEMATHESIS_EXAMPLES:-150}"
+seed="${SCHEMATHESIS_SEED:-14}"
+
+command -v schemathesis >/dev/null || {
+    echo "schemathesis not found: pip install schemathesis" >&2
+    exit 2
+}
+
+# /readyz answers 503 until the first tick (documented, but a 5xx fails the
+# not_a_server_error check): wait for a ready service, at most 120 s.
+for _ in $(seq 120); do
+    if curl -fsS -o /dev/null "$url/readyz"; then
+        break
+    fi
+    sleep 1
+done
+curl -fsS -o /dev/null "$url/readyz" || {
+    echo "$url is not ready (GET /readyz)" >&2
+    exit 2
+}
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# 413 is how the API rejects a batch above 1,000 locations (maxItems) and a
+# body above max_body_bytes: a rejection, like 400.
+cat >"$work/schemathesis.toml" <<'TOML'
+[checks.negative_data_rejection]
+expected-statuses = ["400", "404", "405", "413", "422"]
+TOML
+
+# JSON Schema cannot say `minLat <= maxLat` inside one string: the hook
+# orders generated bbox corners (the schema's description states the rule,
+# and the API answers 400 to inverted ones).
+cat >"$work/primetime_hooks.py" <<'PY'
+"""Schemathesis hooks for primetime's API (see scripts/schemathesis.sh).
+
+`bbox` is `minLng,minLat,maxLng,maxLat`; its pattern bounds each number,
+but JSON Schema cannot state that a minimum is at most its maximum. The
+hook orders the corners of generated boxes that parse as four numbers, so a
+schema-valid box is a valid box. Strings that do not parse are left as they
+are (they test the rejection of schema-invalid input).
+"""
+
+import schemathesis
+
+
+@schemathesis.hook
+def map_query(context, query):
+    if not query or not isinstance(query.get("bbox"), str):
+        return query
+    parts = query["bbox"].split(",")
+    try:
+        numbers = [float(p) for p in parts]
+    except ValueError:
+        return query
+    if len(numbers) != 4:
+        return query
+    min_lng, min_lat, max_lng, max_lat = parts
+    if numbers[0] > numbers[2]:
+        min_lng, max_lng = max_lng, min_lng
+    if numbers[1] > numbers[3]:
+        min_lat, max_lat = max_lat, min_lat
+    query["bbox"] = ",".join([min_lng, min_lat, max_lng, max_lat])
+    return query
+PY
+
+cd "$work"
+PYTHONPATH="$work" SCHEMATHESIS_HOOKS=primetime_hooks \
+    schemathesis --config-file "$work/schemathesis.toml" run "$url/openapi.json" \
+    --checks all \
+    --max-examples "$examples" \
+    --seed "$seed" \
+    --generation-database none \
+    --no-color \
+    --workers 2 \
+    --request-timeout 10

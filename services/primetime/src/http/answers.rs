@@ -1,0 +1,148 @@
+//! What the JSON API answers, as types: each handler serializes one of
+//! these, and the OpenAPI document describes them from the same types.
+
+use std::collections::BTreeMap;
+
+use primetime_core::{CellId, Tick};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The price of one location or cell.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PriceAnswer<'a> {
+    /// H3 index (hex) of the cell at the price resolution.
+    #[schema(value_type = String, example = "8828308281fffff")]
+    pub cell: CellId,
+    #[schema(minimum = 1.0)]
+    pub multiplier: f64,
+    /// `false`: no decision exists for the cell (never surged, or settled
+    /// back at 1.0 long ago); the multiplier is then 1.0.
+    pub priced: bool,
+    /// Tick since which this multiplier applies (`null` when unpriced).
+    #[schema(value_type = Option<i64>)]
+    pub since_tick: Option<Tick>,
+    /// The newest fired tick: the answer is current as of its end.
+    #[schema(value_type = Option<i64>)]
+    pub tick: Option<Tick>,
+    pub model_version: &'a str,
+    /// No tick published within `stale_after_ms`, or the shared price
+    /// table could not be read (answered from memory).
+    pub stale: bool,
+}
+
+/// A cell's price with its centre and the decision's explanation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CellAnswer<'a> {
+    #[serde(flatten)]
+    pub price: PriceAnswer<'a>,
+    pub lat: f64,
+    pub lng: f64,
+    /// Features, raw model output, guardrails (`null` when unpriced).
+    #[schema(value_type = Option<Object>)]
+    pub explanation: serde_json::Value,
+}
+
+/// The answer of `POST /v1/prices`: one price per location, in order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchAnswer<'a> {
+    pub prices: Vec<PriceAnswer<'a>>,
+    #[schema(value_type = Option<i64>)]
+    pub tick: Option<Tick>,
+    pub model_version: &'a str,
+    pub stale: bool,
+}
+
+/// One cell for the map: price, centre and boundary (6 decimals, ~0.1 m).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MapCell {
+    #[schema(value_type = String)]
+    pub cell: CellId,
+    pub multiplier: f64,
+    pub priced: bool,
+    #[schema(value_type = Option<i64>)]
+    pub since_tick: Option<Tick>,
+    pub lat: f64,
+    pub lng: f64,
+    /// Vertices as `[lat, lng]`.
+    pub boundary: Vec<[f64; 2]>,
+}
+
+/// The answer of `GET /v1/cells`: priced cells (most expensive first),
+/// then active cells without a decision, at most `max_bbox_cells`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CellsAnswer<'a> {
+    pub cells: Vec<MapCell>,
+    /// More cells matched than were answered.
+    pub truncated: bool,
+    #[schema(value_type = Option<i64>)]
+    pub tick: Option<Tick>,
+    pub model_version: &'a str,
+    pub stale: bool,
+}
+
+/// The answer of `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadyState {
+    Ready,
+    NotReady,
+}
+
+/// The answer of `GET /readyz` (200 when ready, 503 otherwise).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness<'a> {
+    pub status: ReadyState,
+    /// Why the service is not ready (empty when ready).
+    pub reasons: Vec<&'static str>,
+    /// What works in a degraded way (ready all the same).
+    pub degraded: Vec<&'static str>,
+    #[schema(value_type = Option<i64>)]
+    pub tick: Option<Tick>,
+    pub model_version: &'a str,
+    pub stale: bool,
+}
+
+/// The answer of `GET /v1/status`: watermark, lag, throughput, rejects.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceStatus<'a> {
+    #[schema(value_type = Option<i64>)]
+    pub tick: Option<Tick>,
+    pub model_version: &'a str,
+    pub stale: bool,
+    /// Service watermark, ms since the Unix epoch (`null` before data).
+    pub watermark_ms: Option<i64>,
+    pub watermark_lag_ms: Option<i64>,
+    pub events_accepted: u64,
+    /// Rejected records by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    pub active_cells: u64,
+    pub model_fallback: bool,
+    pub priced_cells: usize,
+    /// `null` when not consuming from Kafka.
+    pub kafka_assigned_partitions: Option<i64>,
+    pub ticks_fired: u64,
+}
+
+/// Every error: `{"error": {...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody<'a> {
+    pub error: ErrorDetail<'a>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail<'a> {
+    /// The HTTP status, repeated.
+    pub status: u16,
+    /// `invalid_field`, `invalid_body`, `too_large`, `bad_request`,
+    /// `not_found` or `method_not_allowed`.
+    pub code: &'static str,
+    /// The offending parameter or body field, when there is one.
+    pub field: Option<&'a str>,
+    pub message: String,
+}
