@@ -8,7 +8,6 @@
 //! - [`inputs`]: pipeline inputs (embedded simulator, event log);
 //! - [`kafka`]: Kafka source, partitioning, producers, dead letters,
 //!   boundary exchange (the price sink is [`sinks::kafka`]);
-//! - [`sim_publish`]: `simulate --kafka`, the simulator into the input topics;
 //! - [`dataset`]: the model's training set from the simulator;
 //! - [`recovery`]: snapshots in Redis, epoch plans (restore, rewind);
 //! - [`redis`]: the Redis price table (newest tick wins) and snapshots;
@@ -33,7 +32,6 @@ pub mod recovery;
 pub mod redis;
 pub mod replay;
 pub mod serve;
-pub mod sim_publish;
 pub mod sinks;
 pub mod table;
 pub mod wall_clock;

@@ -13,7 +13,7 @@
 //! - [`producer`]: producer set-up and delivery counting for every writer,
 //!   and dead letters. The prices topic's writer is the price sink,
 //!   [`crate::sinks::kafka`]; the simulator publisher is
-//!   [`crate::sim_publish`].
+//!   [`crate::cli::publish`].
 //! - [`exchange`]: boundary-cell stats between instances of one group
 //!   over the cell-stats topic ([`exchange::KafkaExchange`]).
 //!

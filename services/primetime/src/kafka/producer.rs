@@ -3,7 +3,7 @@
 //! counting ([`DeliveryCounter`]), enqueueing with back-off
 //! ([`send_retrying`]), and the dead-letter producer ([`DeadLetters`]).
 //! The price sink is [`crate::sinks::kafka`]; the simulator publisher is
-//! [`crate::sim_publish`].
+//! [`crate::cli::publish`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
