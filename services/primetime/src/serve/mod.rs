@@ -47,6 +47,9 @@ pub(super) struct Parts {
     remote: Arc<std::sync::OnceLock<lookup::RemotePrices>>,
 }
 
+/// The running mode's task: the embedded pipeline or Kafka's epochs.
+type Runner = actix_rt::task::JoinHandle<anyhow::Result<()>>;
+
 async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new(config.shards));
     let choice = crate::model::choose(&config.model, config.core.policy.fallback);
@@ -59,57 +62,8 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
         stop: Arc::new(AtomicBool::new(false)),
         remote: Arc::default(),
     };
-    let kafka = config.kafka.enabled();
-    let (runner, mode) = if kafka {
-        let runner = actix_rt::spawn(kafka::run(config.clone(), parts.clone()));
-        (runner, format!("kafka {}", config.kafka.brokers))
-    } else {
-        let (pipeline, stadium) = embedded::start(&config, &parts)?;
-        let runner = actix_rt::spawn(async move {
-            let (source, clock) = pipeline.wait().await?;
-            tracing::info!(
-                records = source.records,
-                ticks = clock.ticks,
-                decisions = clock.decisions,
-                "pipeline stopped"
-            );
-            Ok(())
-        });
-        let mode = format!(
-            "embedded simulator, stadium cell {}",
-            stadium.map_or("-".into(), |c| c.to_string())
-        );
-        (runner, mode)
-    };
-
-    let state = AppState {
-        table: Arc::clone(&parts.table),
-        active: Arc::clone(&parts.active),
-        metrics: Arc::clone(&parts.metrics),
-        geo: config.core.geo(),
-        limits: Limits {
-            max_body_bytes: config.max_body_bytes,
-            max_bbox_cells: config.max_bbox_cells,
-            stale_after_ms: config.stale_after_ms,
-        },
-        now_ms: Arc::new(wall_clock_ms),
-        prices: Arc::new(lookup::ServeLookup {
-            table: Arc::clone(&parts.table),
-            remote: Arc::clone(&parts.remote),
-        }),
-    };
-    let addr = config.socket_addr();
-    let server = HttpServer::new(move || {
-        let state = state.clone();
-        App::new().configure(move |c| http::configure(c, state))
-    })
-    .workers(config.http_workers)
-    // Signals are ours: stop HTTP first, then the pipeline, then the system.
-    .disable_signals()
-    .bind(addr)
-    .with_context(|| format!("cannot listen on {addr}"))?
-    .shutdown_timeout(5)
-    .run();
+    let (mut runner, mode) = start_mode(&config, &parts)?;
+    let server = start_http(&config, &parts)?;
     let handle = server.handle();
     let signal_handle = handle.clone();
     actix_rt::spawn(async move {
@@ -117,6 +71,7 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
         tracing::info!("signal received, draining http");
         signal_handle.stop(true).await;
     });
+    let addr = config.socket_addr();
     tracing::info!(
         url = %format!("http://{addr}/"),
         shards = config.shards,
@@ -126,7 +81,6 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     );
     eprintln!("primetime: live prices on http://{addr}/ ({mode})");
     let server = actix_rt::spawn(server);
-    let mut runner = runner;
     let failed = tokio::select! {
         r = server => {
             r.context("http server task")?.context("http server")?;
@@ -148,6 +102,63 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
         Ok(Err(e)) => Err(e.context("pipeline failed")),
         Err(e) => Err(anyhow::anyhow!("pipeline task: {e}")),
     }
+}
+
+/// Starts Kafka mode's epochs or the embedded pipeline; returns its task
+/// and a description for the start-up line.
+fn start_mode(config: &ServiceConfig, parts: &Parts) -> anyhow::Result<(Runner, String)> {
+    if config.kafka.enabled() {
+        let runner = actix_rt::spawn(kafka::run(config.clone(), parts.clone()));
+        return Ok((runner, format!("kafka {}", config.kafka.brokers)));
+    }
+    let (pipeline, stadium) = embedded::start(config, parts)?;
+    let runner = actix_rt::spawn(async move {
+        let (source, clock) = pipeline.wait().await?;
+        tracing::info!(
+            records = source.records,
+            ticks = clock.ticks,
+            decisions = clock.decisions,
+            "pipeline stopped"
+        );
+        Ok(())
+    });
+    let mode = format!(
+        "embedded simulator, stadium cell {}",
+        stadium.map_or("-".into(), |c| c.to_string())
+    );
+    Ok((runner, mode))
+}
+
+/// The HTTP server over the shared parts (not yet running). Signals are
+/// ours: stop HTTP first, then the pipeline, then the system.
+fn start_http(config: &ServiceConfig, parts: &Parts) -> anyhow::Result<actix_web::dev::Server> {
+    let state = AppState {
+        table: Arc::clone(&parts.table),
+        active: Arc::clone(&parts.active),
+        metrics: Arc::clone(&parts.metrics),
+        geo: config.core.geo(),
+        limits: Limits {
+            max_body_bytes: config.max_body_bytes,
+            max_bbox_cells: config.max_bbox_cells,
+            stale_after_ms: config.stale_after_ms,
+        },
+        now_ms: Arc::new(wall_clock_ms),
+        prices: Arc::new(lookup::ServeLookup {
+            table: Arc::clone(&parts.table),
+            remote: Arc::clone(&parts.remote),
+        }),
+    };
+    let addr = config.socket_addr();
+    Ok(HttpServer::new(move || {
+        let state = state.clone();
+        App::new().configure(move |c| http::configure(c, state))
+    })
+    .workers(config.http_workers)
+    .disable_signals()
+    .bind(addr)
+    .with_context(|| format!("cannot listen on {addr}"))?
+    .shutdown_timeout(5)
+    .run())
 }
 
 pub(super) fn pipeline_options(config: &ServiceConfig, parts: &Parts) -> PipelineOptions {
