@@ -13,6 +13,7 @@ use primetime::redis::{
     PIPELINE_SCRIPTS, RedisConfig, RedisStore, RedisStoreError, SCRIPT_CELLS, SnapshotPart,
     StoredPrice, StoredSnapshot,
 };
+use primetime_core::Tick;
 use primetime_e2e::{RedisServer, TestRedis, unique};
 use redis::{Client, Connection, RedisResult};
 
@@ -21,7 +22,7 @@ const FLUSH: Duration = Duration::from_secs(10);
 fn price(cell: &str, tick: i64, payload: &str) -> StoredPrice {
     StoredPrice {
         cell: cell.to_owned(),
-        tick,
+        tick: Tick(tick),
         payload: payload.as_bytes().to_vec(),
     }
 }
@@ -31,7 +32,10 @@ fn part(partition: u32, blob: Vec<u8>) -> SnapshotPart {
 }
 
 fn snap(tick: i64, blob: Vec<u8>) -> StoredSnapshot {
-    StoredSnapshot { tick, blob }
+    StoredSnapshot {
+        tick: Tick(tick),
+        blob,
+    }
 }
 
 fn unique_prefix(name: &str) -> String {
@@ -101,7 +105,7 @@ fn stored(store: &RedisStore, cell: &str) -> Option<(i64, String)> {
         .remove(0)
         .map(|p| {
             assert_eq!(p.cell, cell);
-            (p.tick, String::from_utf8(p.payload).unwrap())
+            (p.tick.0, String::from_utf8(p.payload).unwrap())
         })
 }
 
@@ -220,7 +224,7 @@ fn snapshots_round_trip_and_trim_to_keep() {
     for tick in 1..=6 {
         store.put_snapshot(
             "shards",
-            tick,
+            Tick(tick),
             (0..3).map(|p| part(p, blob(p, tick))).collect(),
         );
         assert!(store.flush(FLUSH));
@@ -284,7 +288,7 @@ fn readers_never_see_part_of_a_snapshot() {
                 // Every partition holds the same ticks: whole snapshots.
                 let ticks: BTreeSet<Vec<i64>> = got
                     .values()
-                    .map(|s| s.iter().map(|s| s.tick).collect())
+                    .map(|s| s.iter().map(|s| s.tick.0).collect())
                     .collect();
                 assert!(
                     got.is_empty() || got.len() == partitions.len(),
@@ -294,7 +298,7 @@ fn readers_never_see_part_of_a_snapshot() {
                 assert!(ticks.len() <= 1, "partial snapshot visible: {ticks:?}");
                 for (&partition, snapshots) in &got {
                     for s in snapshots {
-                        assert_eq!(s.blob, blob(partition, s.tick));
+                        assert_eq!(s.blob, blob(partition, s.tick.0));
                     }
                 }
                 reads += 1;
@@ -305,7 +309,7 @@ fn readers_never_see_part_of_a_snapshot() {
     for tick in 1..=100 {
         store.put_snapshot(
             "g",
-            tick,
+            Tick(tick),
             partitions.iter().map(|&p| part(p, blob(p, tick))).collect(),
         );
         assert!(store.flush(FLUSH));
@@ -316,7 +320,7 @@ fn readers_never_see_part_of_a_snapshot() {
     let got = store.get_snapshots("g", &partitions).unwrap();
     for snapshots in got.values() {
         assert_eq!(
-            snapshots.iter().map(|s| s.tick).collect::<Vec<_>>(),
+            snapshots.iter().map(|s| s.tick.0).collect::<Vec<_>>(),
             vec![100, 99]
         );
     }
@@ -330,9 +334,9 @@ fn queued_writes_coalesce_while_redis_is_away() {
     store.put_prices(vec![price("a", 5, "a5"), price("b", 1, "b1")]);
     store.put_prices(vec![price("a", 6, "a6"), price("a", 4, "a4")]);
     assert_eq!(store.stats().pending_cells.load(Relaxed), 2);
-    store.put_snapshot("g", 1, vec![part(0, b"one".to_vec())]);
-    store.put_snapshot("g", 2, vec![part(0, b"two".to_vec())]);
-    store.put_snapshot("g", 1, vec![part(0, b"stale".to_vec())]);
+    store.put_snapshot("g", Tick(1), vec![part(0, b"one".to_vec())]);
+    store.put_snapshot("g", Tick(2), vec![part(0, b"two".to_vec())]);
+    store.put_snapshot("g", Tick(1), vec![part(0, b"stale".to_vec())]);
     assert!(!store.flush(Duration::from_millis(50)));
 
     server.restart();
@@ -376,7 +380,7 @@ fn queued_writes_are_written_when_redis_returns() {
     store.put_prices(vec![price("a", 3, "a3")]);
     store.put_snapshot(
         "g",
-        3,
+        Tick(3),
         vec![part(0, b"s3".to_vec()), part(1, b"t3".to_vec())],
     );
     assert!(!store.flush(Duration::from_millis(500)));

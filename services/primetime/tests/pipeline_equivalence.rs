@@ -254,7 +254,7 @@ fn a_pipeline_restored_from_any_snapshot_continues_with_the_same_decisions() {
         .expect("restored replay");
         let expected: Vec<_> = whole
             .iter()
-            .filter(|(t, _)| *t > image.tick)
+            .filter(|(t, _)| *t > image.tick.0)
             .cloned()
             .collect();
         assert!(!expected.is_empty());
@@ -262,7 +262,7 @@ fn a_pipeline_restored_from_any_snapshot_continues_with_the_same_decisions() {
             json(&restored),
             expected,
             "restored after tick {}",
-            image.tick
+            image.tick.0
         );
     }
 }

@@ -208,7 +208,7 @@ impl<S: Sink> Clock<S> {
             return;
         }
         let (reply, rx) = tokio::sync::oneshot::channel();
-        if cuts.send(CutRequest { tick: k.0, reply }).is_err() {
+        if cuts.send(CutRequest { tick: k, reply }).is_err() {
             return;
         }
         // An error: the source stopped (end of input or shutdown).
@@ -224,7 +224,7 @@ impl<S: Sink> Clock<S> {
                 }
             }
             sink.write(PipelineImage {
-                tick: k.0,
+                tick: k,
                 watermark: cut.watermark,
                 min_bucket: cut.min_bucket,
                 partitions: cut.partitions,

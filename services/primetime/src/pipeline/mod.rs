@@ -36,7 +36,7 @@ pub use clock::ClockSummary;
 pub use exchange::BoundaryExchange;
 use shard::ShardActor;
 pub use snapshot::{PipelineImage, SnapshotOptions, SnapshotSink};
-pub use source::{Input, InputRecord, Poll, SourceSummary};
+pub use source::{CommitOffset, Input, InputRecord, Poll, SourceSummary};
 
 use crate::metrics::Metrics;
 
@@ -221,7 +221,7 @@ fn restore_shards(
         );
     }
     Ok(clock::ClockStart {
-        tick: Tick(img.tick),
+        tick: img.tick,
         boundary,
     })
 }

@@ -21,6 +21,7 @@
 //!
 //! [`shard::Barrier`]: super::shard::Barrier
 
+use primetime_core::Tick;
 use primetime_core::snapshot::{CellImage, PartitionImage};
 use serde::{Deserialize, Serialize};
 
@@ -42,7 +43,7 @@ pub struct SourcePartitionImage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineImage {
     /// The last tick fired; the restored pipeline fires `tick + 1` next.
-    pub tick: i64,
+    pub tick: Tick,
     /// The service watermark at the cut (ms).
     pub watermark: i64,
     /// The oldest bucket of any accepted event before the cut.
@@ -104,7 +105,7 @@ impl std::fmt::Debug for SnapshotOptions {
 
 /// The clock's request for a cut after `tick`.
 pub(super) struct CutRequest {
-    pub tick: i64,
+    pub tick: Tick,
     pub reply: tokio::sync::oneshot::Sender<SourceCut>,
 }
 

@@ -85,9 +85,17 @@ pub trait Input: Send {
     /// Per partition, the offset of the first record whose effects are not
     /// yet in a durably published tick (the next offset to read after a
     /// restart). Called after [`Self::durable_tick`] advanced.
-    fn commit(&mut self, _offsets: &[(u32, i64)]) -> anyhow::Result<()> {
+    fn commit(&mut self, _offsets: &[CommitOffset]) -> anyhow::Result<()> {
         Ok(())
     }
+}
+
+/// Where an input partition may be committed: `offset` is the first record
+/// whose effects are not yet in a durably published tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommitOffset {
+    pub partition: u32,
+    pub offset: i64,
 }
 
 /// Per partition: which consumed records are in a durably published tick.
@@ -399,10 +407,15 @@ impl Source {
             return Ok(());
         }
         self.committed_tick = Some(durable);
-        let offsets: Vec<(u32, i64)> = slots
+        let offsets: Vec<CommitOffset> = slots
             .iter_mut()
             .enumerate()
-            .filter_map(|(i, slot)| Some((i as u32, slot.commits.advance(durable)?)))
+            .filter_map(|(i, slot)| {
+                Some(CommitOffset {
+                    partition: i as u32,
+                    offset: slot.commits.advance(durable)?,
+                })
+            })
             .collect();
         if offsets.is_empty() {
             return Ok(());
@@ -467,7 +480,7 @@ impl Source {
                     })
                 })
                 .collect();
-            tracing::debug!(tick = req.tick, "snapshot cut");
+            tracing::debug!(tick = req.tick.0, "snapshot cut");
             // The clock may be gone (stopping): then there is no snapshot.
             let _ = req.reply.send(SourceCut {
                 watermark: self.progress.watermark.0,

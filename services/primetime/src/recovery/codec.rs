@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use primetime_core::policy::FallbackParams;
-use primetime_core::{CellId, Config, Geo, PolicyParams};
+use primetime_core::{CellId, Config, Geo, PolicyParams, Tick};
 use serde::{Deserialize, Serialize};
 
 use crate::kafka::partition_for_key;
@@ -204,8 +204,11 @@ pub fn decode_part(
     bytes: &[u8],
     fingerprint: u64,
     partition: u32,
-    tick: i64,
+    tick: Tick,
 ) -> Option<PipelineImage> {
+    // Logged as a plain number below.
+    let wanted = tick;
+    let tick = wanted.0;
     let (header, rest) = match postcard::take_from_bytes::<Header>(bytes) {
         Ok(x) => x,
         Err(e) => {
@@ -232,12 +235,12 @@ pub fn decode_part(
         return None;
     }
     match postcard::from_bytes::<PipelineImage>(rest) {
-        Ok(image) if image.tick == tick => Some(image),
+        Ok(image) if image.tick == wanted => Some(image),
         Ok(image) => {
             tracing::warn!(
                 partition,
                 tick,
-                image_tick = image.tick,
+                image_tick = image.tick.0,
                 "snapshot ignored: tick mismatch"
             );
             None
@@ -272,7 +275,7 @@ mod tests {
             committed: Some(10),
         };
         PipelineImage {
-            tick: 99,
+            tick: Tick(99),
             watermark: 995_000,
             min_bucket: Some(90),
             partitions: vec![part(p), part(p + per_topic)],
@@ -296,11 +299,11 @@ mod tests {
             partition: p,
             blob: bytes,
         } = &parts[0];
-        assert_eq!(decode_part(bytes, 77, *p, 99).as_ref(), Some(&img));
-        assert_eq!(decode_part(bytes, 78, *p, 99), None, "another config");
-        assert_eq!(decode_part(bytes, 77, *p, 98), None, "another tick");
+        assert_eq!(decode_part(bytes, 77, *p, Tick(99)).as_ref(), Some(&img));
+        assert_eq!(decode_part(bytes, 78, *p, Tick(99)), None, "another config");
+        assert_eq!(decode_part(bytes, 77, *p, Tick(98)), None, "another tick");
         assert_eq!(
-            decode_part(&bytes[..bytes.len() / 2], 77, *p, 99),
+            decode_part(&bytes[..bytes.len() / 2], 77, *p, Tick(99)),
             None,
             "damaged"
         );
@@ -311,7 +314,7 @@ mod tests {
         .expect("header");
         other_format.extend(postcard::to_stdvec(&img).expect("image"));
         assert_eq!(
-            decode_part(&other_format, 77, *p, 99),
+            decode_part(&other_format, 77, *p, Tick(99)),
             None,
             "another format"
         );

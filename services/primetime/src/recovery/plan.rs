@@ -132,10 +132,10 @@ pub(super) fn plan_restore(
 }
 
 /// Ticks every wanted partition has a snapshot of, newest first.
-fn common_ticks(stored: &SnapshotsByPartition, wanted: &[u32]) -> Vec<i64> {
-    let mut common: Option<Vec<i64>> = None;
+fn common_ticks(stored: &SnapshotsByPartition, wanted: &[u32]) -> Vec<Tick> {
+    let mut common: Option<Vec<Tick>> = None;
     for p in wanted {
-        let ticks: Vec<i64> = stored
+        let ticks: Vec<Tick> = stored
             .get(p)
             .map(|v| v.iter().map(|s| s.tick).collect())
             .unwrap_or_default();
@@ -155,7 +155,7 @@ fn restore_at(
     info: &HaltInfo,
     stored: &SnapshotsByPartition,
     wanted: &[u32],
-    tick: i64,
+    tick: Tick,
     fingerprint: u64,
 ) -> Option<EpochPlan> {
     let mut parts = Vec::with_capacity(wanted.len());

@@ -73,7 +73,7 @@ fn write(state: &WriterState, image: &PipelineImage) {
             state.metrics.snapshots_taken.fetch_add(1, Relaxed);
             state.metrics.snapshot_bytes.store(bytes as u64, Relaxed);
             tracing::debug!(
-                tick = image.tick,
+                tick = image.tick.0,
                 parts = parts.len(),
                 bytes,
                 cells = image.cells.len(),
@@ -82,7 +82,7 @@ fn write(state: &WriterState, image: &PipelineImage) {
             state.store.put_snapshot(&state.group, image.tick, parts);
         }
         Err(e) => {
-            tracing::error!(tick = image.tick, error = %e, "cannot encode snapshot")
+            tracing::error!(tick = image.tick.0, error = %e, "cannot encode snapshot")
         }
     }
 }
@@ -91,7 +91,7 @@ impl SnapshotSink for SnapshotWriter {
     fn write(&self, image: PipelineImage) {
         if let Err(TrySendError::Full(image)) = self.image_tx.try_send(image) {
             tracing::warn!(
-                tick = image.tick,
+                tick = image.tick.0,
                 "snapshot skipped: the previous one is still being written"
             );
         }

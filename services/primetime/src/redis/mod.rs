@@ -72,6 +72,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use ::redis::{Client, Connection, RedisError};
+use primetime_core::Tick;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -173,7 +174,7 @@ impl RedisConfig {
 pub struct StoredPrice {
     /// H3 index in hex.
     pub cell: String,
-    pub tick: i64,
+    pub tick: Tick,
     pub payload: Vec<u8>,
 }
 
@@ -188,7 +189,7 @@ pub struct SnapshotPart {
 /// One stored snapshot blob of a partition, as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredSnapshot {
-    pub tick: i64,
+    pub tick: Tick,
     pub blob: Vec<u8>,
 }
 
@@ -359,7 +360,7 @@ impl RedisStore {
     /// `group` at `tick`, written atomically by the snapshot thread (never
     /// delaying price writes). A queued snapshot of the same group is
     /// replaced by a newer one; an older one than the queued is dropped.
-    pub fn put_snapshot(&self, group: &str, tick: i64, parts: Vec<SnapshotPart>) {
+    pub fn put_snapshot(&self, group: &str, tick: Tick, parts: Vec<SnapshotPart>) {
         let shared = &self.inner.shared;
         if parts.is_empty() || shared.stopping() {
             return;
@@ -605,7 +606,7 @@ mod tests {
     fn price(cell: &str, tick: i64, payload: &str) -> StoredPrice {
         StoredPrice {
             cell: cell.to_owned(),
-            tick,
+            tick: Tick(tick),
             payload: payload.as_bytes().to_vec(),
         }
     }
@@ -664,7 +665,7 @@ mod tests {
             );
             store.put_snapshot(
                 "g",
-                tick,
+                Tick(tick),
                 vec![SnapshotPart {
                     partition: 0,
                     blob: vec![0; 1024],

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use ::redis::{Connection, ErrorKind, RedisError, RedisResult, ServerErrorKind};
+use primetime_core::Tick;
 
 use super::link::{Link, is_connection_error};
 use super::{Shared, StoredPrice, deadline_after, lock};
@@ -110,7 +111,7 @@ fn stored_price(cell: &str, (tick, payload): PriceRow) -> Option<StoredPrice> {
     };
     Some(StoredPrice {
         cell: cell.to_owned(),
-        tick,
+        tick: Tick(tick),
         payload,
     })
 }
@@ -284,7 +285,7 @@ fn write_price_pipeline(
             cmd.arg(shared.price_key(&price.cell));
         }
         for price in chunk {
-            cmd.arg(price.tick).arg(&price.payload[..]);
+            cmd.arg(price.tick.0).arg(&price.payload[..]);
         }
         pipe.add_command(cmd);
     }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, btree_map, hash_map};
 
+use primetime_core::Tick;
 use rustc_hash::FxHashMap;
 
 use super::{SnapshotPart, StoredPrice};
@@ -21,7 +22,7 @@ pub(super) struct Progress {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PendingPrice {
-    tick: i64,
+    tick: Tick,
     payload: Vec<u8>,
 }
 
@@ -123,7 +124,7 @@ impl PriceQueue {
 /// One queued snapshot: every part of a group at one tick.
 #[derive(Debug)]
 pub(super) struct SnapshotJob {
-    pub(super) tick: i64,
+    pub(super) tick: Tick,
     pub(super) parts: Vec<SnapshotPart>,
 }
 
@@ -152,8 +153,8 @@ impl SnapshotQueue {
                 if job.tick >= entry.get().tick {
                     tracing::debug!(
                         group = entry.key(),
-                        replaced = entry.get().tick,
-                        tick = job.tick,
+                        replaced = entry.get().tick.0,
+                        tick = job.tick.0,
                         "queued snapshot replaced by a newer one"
                     );
                     entry.insert(job);
@@ -194,7 +195,7 @@ mod tests {
     fn price(cell: &str, tick: i64, payload: &[u8]) -> StoredPrice {
         StoredPrice {
             cell: cell.to_owned(),
-            tick,
+            tick: Tick(tick),
             payload: payload.to_vec(),
         }
     }
@@ -209,7 +210,7 @@ mod tests {
         assert!(queue.push(price("a", 6, b"other")), "conflict");
         assert!(!queue.push(price("b", 1, b"b1")));
         assert_eq!(queue.cells(), 2);
-        assert_eq!(queue.pending["a"].tick, 6);
+        assert_eq!(queue.pending["a"].tick, Tick(6));
         assert_eq!(queue.pending["a"].payload, b"a6");
 
         // A failed batch comes back under newer puts made meanwhile.
@@ -219,7 +220,7 @@ mod tests {
         queue.push(price("b", 1, b"b1-other"));
         assert_eq!(queue.requeue(taken), 1);
         assert_eq!(queue.cells(), 2);
-        assert_eq!(queue.pending["a"].tick, 7);
+        assert_eq!(queue.pending["a"].tick, Tick(7));
         assert_eq!(
             queue.pending["b"].payload, b"b1",
             "the first put wins a tie"
@@ -241,7 +242,7 @@ mod tests {
 
     fn job(tick: i64, blob: &[u8]) -> SnapshotJob {
         SnapshotJob {
-            tick,
+            tick: Tick(tick),
             parts: vec![SnapshotPart {
                 partition: 0,
                 blob: blob.to_vec(),
@@ -258,7 +259,7 @@ mod tests {
         queue.push("h".to_owned(), job(1, b"h"));
         let taken = queue.take_all();
         assert!(queue.is_empty());
-        assert_eq!(taken["g"].tick, 2);
+        assert_eq!(taken["g"].tick, Tick(2));
         assert_eq!(taken["g"].bytes(), 3);
 
         // A failed job comes back unless its group has a newer one queued.
@@ -267,7 +268,7 @@ mod tests {
             queue.requeue(group, job);
         }
         let again = queue.take_all();
-        assert_eq!(again["g"].tick, 3);
-        assert_eq!(again["h"].tick, 1);
+        assert_eq!(again["g"].tick, Tick(3));
+        assert_eq!(again["h"].tick, Tick(1));
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use ::redis::{Connection, ErrorKind, RedisResult};
+use primetime_core::Tick;
 
 use super::link::{Link, is_connection_error};
 use super::queues::SnapshotJob;
@@ -66,7 +67,7 @@ fn write_batch(shared: &Shared, link: &mut Link, batch: SnapshotBatch) -> bool {
                 shared.stats.snapshot_errors.fetch_add(1, Relaxed);
                 shared.mark_failed(&e, "put_snapshot");
                 if !is_connection_error(&e) {
-                    tracing::warn!(error = %e, group, tick = job.tick, "redis snapshot write failed, retrying");
+                    tracing::warn!(error = %e, group, tick = job.tick.0, "redis snapshot write failed, retrying");
                 }
                 let mut queue = lock(&shared.snapshots);
                 queue.requeue(group, job);
@@ -91,8 +92,8 @@ fn record_written(shared: &Shared, group: &str, job: &SnapshotJob) {
     let bytes = job.bytes();
     stats.snapshots_written.fetch_add(1, Relaxed);
     stats.last_snapshot_bytes.store(bytes as u64, Relaxed);
-    stats.last_snapshot_tick.store(job.tick, Relaxed);
-    tracing::debug!(group, tick = job.tick, bytes, "snapshot written");
+    stats.last_snapshot_tick.store(job.tick.0, Relaxed);
+    tracing::debug!(group, tick = job.tick.0, bytes, "snapshot written");
 }
 
 /// `WATCH`es `keys` and reads each sorted set's members (`read` is
@@ -153,9 +154,10 @@ pub(super) fn read_snapshots(
         let Some(blobs) = blobs else { continue };
         for ((partition, tick), blob) in wanted.into_iter().zip(blobs) {
             if let Some(blob) = blob {
-                out.entry(partition)
-                    .or_default()
-                    .push(StoredSnapshot { tick, blob });
+                out.entry(partition).or_default().push(StoredSnapshot {
+                    tick: Tick(tick),
+                    blob,
+                });
             }
         }
         return Ok(out);
@@ -188,15 +190,19 @@ fn write_snapshot(
         tx.atomic();
         for ((part, key), members) in job.parts.iter().zip(&index_keys).zip(stored) {
             tx.cmd("SET")
-                .arg(shared.snap_blob_key(group, part.partition, job.tick))
+                .arg(shared.snap_blob_key(group, part.partition, job.tick.0))
                 .arg(&part.blob[..])
                 .ignore();
-            tx.cmd("ZADD").arg(key).arg(job.tick).arg(job.tick).ignore();
+            tx.cmd("ZADD")
+                .arg(key)
+                .arg(job.tick.0)
+                .arg(job.tick.0)
+                .ignore();
             let index = IndexTrim {
                 group,
                 partition: part.partition,
                 key,
-                tick: job.tick,
+                tick: job.tick.0,
             };
             index.trim(shared, &mut tx, members);
         }

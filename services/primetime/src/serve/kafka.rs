@@ -60,7 +60,7 @@ pub(super) async fn run(config: ServiceConfig, parts: Parts) -> anyhow::Result<(
         tracing::info!(
             epoch,
             from = %plan.start,
-            restored_tick = plan.restore().map(|i| i.tick),
+            restored_tick = plan.restore().map(|i| i.tick.0),
             publish_from = plan.publish_from().map(|t| t.0),
             partitions = start.len(),
             "pipeline epoch starts"

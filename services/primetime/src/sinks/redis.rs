@@ -33,7 +33,7 @@ impl Sink for RedisPriceSink {
             .iter()
             .map(|d| StoredPrice {
                 cell: d.cell.to_string(),
-                tick: d.tick.0,
+                tick: d.tick,
                 payload: primetime_proto::price_update(d, tick_end_ms).encode_to_vec(),
             })
             .collect();

@@ -47,7 +47,7 @@ use self::poller::Poller;
 use super::producer::DeadLetters;
 use super::{KafkaConfig, KafkaError, PartitionMap};
 use crate::metrics::Metrics;
-use crate::pipeline::{Input, InputRecord, Poll};
+use crate::pipeline::{CommitOffset, Input, InputRecord, Poll};
 
 /// What the polling thread tells the source: data only (control replies
 /// have their own channels).
@@ -117,7 +117,7 @@ struct Shared {
     events_rx: Mutex<Receiver<KafkaEvent>>,
     /// Safe offsets waiting for the polling thread to commit them; a lock
     /// held for a push or a take.
-    commits: Mutex<Vec<(u32, i64)>>,
+    commits: Mutex<Vec<CommitOffset>>,
     stop: Arc<AtomicBool>,
     /// The current assignment, as of the last event the source read.
     assigned: Assignment,
@@ -427,7 +427,7 @@ impl Input for KafkaInput {
         }
     }
 
-    fn commit(&mut self, offsets: &[(u32, i64)]) -> anyhow::Result<()> {
+    fn commit(&mut self, offsets: &[CommitOffset]) -> anyhow::Result<()> {
         // Dead letters of the committed records must be delivered first.
         self.shared
             .dead_letters

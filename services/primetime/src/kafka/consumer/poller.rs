@@ -599,12 +599,11 @@ impl Poller {
             return;
         }
         // Newest offset per partition (a list may not repeat one).
-        let pending: BTreeMap<u32, i64> =
-            pending.into_iter().fold(BTreeMap::new(), |mut m, (i, o)| {
-                let e = m.entry(i).or_insert(o);
-                *e = (*e).max(o);
-                m
-            });
+        let pending: BTreeMap<u32, i64> = pending.into_iter().fold(BTreeMap::new(), |mut m, c| {
+            let e = m.entry(c.partition).or_insert(c.offset);
+            *e = (*e).max(c.offset);
+            m
+        });
         // Every commit follows a durable tick at least this new: what a
         // rewind after a crash must not publish again.
         let durable = self.shared.durable_tick.load(Ordering::Acquire);
