@@ -1,23 +1,26 @@
 //! The `primetime` service: actors, sources, sinks, HTTP and CLI around the
 //! pure `primetime-core` (DESIGN §2, §6, §7).
 //!
-//! Modules:
+//! Modules (ARCHITECTURE.md draws the tree):
 //! - [`cli`]: the command line (`serve`, `simulate`, `replay`);
 //! - [`config`]: typed configuration from flags, environment and file;
-//! - [`pipeline`]: source thread → shard actors → tick clock;
+//! - [`pipeline`]: source thread → shard actors → tick clock, and the
+//!   traits adapters plug into (it imports no adapter);
+//! - [`sinks`]: the `Sink` trait, its contract, and every sink (table,
+//!   Kafka, Redis, JSON lines);
 //! - [`inputs`]: pipeline inputs (embedded simulator, event log);
 //! - [`kafka`]: Kafka source, partitioning, producers, dead letters,
-//!   boundary exchange (the price sink is [`sinks::kafka`]);
-//! - [`dataset`]: the model's training set from the simulator;
-//! - [`recovery`]: snapshots in Redis, epoch plans (restore, rewind);
+//!   boundary exchange;
 //! - [`redis`]: the Redis price table (newest tick wins) and snapshots;
-//! - [`sinks`]: the `Sink` trait (where ticks' decisions go) and its contract;
-//! - [`wall_clock`]: the one place the wall clock is read;
+//! - [`recovery`]: epoch plans (restore, rewind) and the snapshot codec;
+//! - [`serve`]: the wiring of `serve` (embedded or Kafka epochs, HTTP);
+//! - [`replay`]: an event log through the pipeline, decisions as JSON lines;
+//! - [`dataset`]: the model's training set from the simulator;
 //! - [`table`]: the in-memory price table HTTP reads lock-free;
 //! - [`http`]: the actix-web API;
 //! - [`metrics`]: Prometheus metrics;
 //! - [`model`]: the ONNX model or, when it cannot load, fallback mode;
-//! - [`serve`], [`replay`]: the two pipeline-running commands;
+//! - [`wall_clock`]: the one place the wall clock is read.
 
 pub mod cli;
 pub mod config;
