@@ -46,7 +46,7 @@ mod writer;
 
 pub use codec::{FINGERPRINT_VERSION, SNAPSHOT_FORMAT, decode_part, encode_parts, fingerprint};
 pub use plan::{EpochPlan, EpochStart};
-pub use writer::SnapshotWriter;
+pub use writer::{SnapshotWriter, WriterOptions};
 
 /// Plans an epoch for what `info` says is owned (see the module docs).
 /// `last_published` reads the newest tick on the prices topic (asked only

@@ -14,16 +14,16 @@ use crate::pipeline::{PipelineImage, SnapshotSink};
 use crate::redis::RedisStore;
 
 /// What the writer thread needs to encode and store a snapshot.
-struct WriterState {
-    store: RedisStore,
+pub struct WriterOptions {
+    pub store: RedisStore,
     /// The Kafka consumer group: snapshots are stored per group.
-    group: String,
-    geo: Geo,
+    pub group: String,
+    pub geo: Geo,
     /// Partitions per input topic.
-    per_topic: u32,
+    pub per_topic: u32,
     /// See [`super::fingerprint`].
-    fingerprint: u64,
-    metrics: Arc<Metrics>,
+    pub fingerprint: u64,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Hands snapshots to a thread that encodes and stores them.
@@ -32,22 +32,7 @@ pub struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    pub fn start(
-        store: RedisStore,
-        group: String,
-        geo: Geo,
-        per_topic: u32,
-        fingerprint: u64,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<Self> {
-        let state = WriterState {
-            store,
-            group,
-            geo,
-            per_topic,
-            fingerprint,
-            metrics,
-        };
+    pub fn start(state: WriterOptions) -> std::io::Result<Self> {
         // One waiting image at most: a writer that falls behind skips
         // snapshots rather than queueing memory.
         let (image_tx, image_rx) = std::sync::mpsc::sync_channel::<PipelineImage>(1);
@@ -60,13 +45,13 @@ impl SnapshotWriter {
     }
 }
 
-fn run(state: &WriterState, image_rx: Receiver<PipelineImage>) {
+fn run(state: &WriterOptions, image_rx: Receiver<PipelineImage>) {
     for image in image_rx {
         write(state, &image);
     }
 }
 
-fn write(state: &WriterState, image: &PipelineImage) {
+fn write(state: &WriterOptions, image: &PipelineImage) {
     match encode_parts(image, &state.geo, state.per_topic, state.fingerprint) {
         Ok(parts) => {
             let bytes: usize = parts.iter().map(|part| part.blob.len()).sum();

@@ -15,7 +15,7 @@ use crate::kafka::consumer::{KafkaSource, Resumed, StartOffset};
 use crate::kafka::exchange::KafkaExchange;
 use crate::kafka::{self, producer::DeadLetters};
 use crate::pipeline::{BoundaryExchange, Pipeline, PipelineOptions, SnapshotOptions};
-use crate::recovery::{EpochPlan, SnapshotWriter};
+use crate::recovery::{EpochPlan, SnapshotWriter, WriterOptions};
 use crate::redis::RedisStore;
 use crate::sinks::kafka::{KafkaSink, PricePublisher};
 use crate::sinks::redis::RedisPriceSink;
@@ -151,14 +151,14 @@ fn snapshot_options(
     }
     Ok(Some(SnapshotOptions {
         every_ticks: config.redis.snapshot_every_ticks,
-        sink: Arc::new(SnapshotWriter::start(
-            store.clone(),
-            config.kafka.group_id.clone(),
-            config.core.geo(),
-            clients.per_topic,
+        sink: Arc::new(SnapshotWriter::start(WriterOptions {
+            store: store.clone(),
+            group: config.kafka.group_id.clone(),
+            geo: config.core.geo(),
+            per_topic: clients.per_topic,
             fingerprint,
-            Arc::clone(&parts.metrics),
-        )?),
+            metrics: Arc::clone(&parts.metrics),
+        })?),
     }))
 }
 
