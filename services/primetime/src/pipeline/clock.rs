@@ -11,6 +11,7 @@ use primetime_core::{CellId, Summary, Tick, Watermark, time::bucket_of};
 use tokio::sync::watch;
 
 use super::exchange::BoundaryExchange;
+use super::lockstep::Lockstep;
 use super::shard::{BoundaryView, FireTick, ShardActor};
 use super::snapshot::{CutRequest, PipelineImage, SnapshotOptions};
 use super::source::Progress;
@@ -41,6 +42,7 @@ pub(super) struct Clock<S> {
     snapshots: Option<ClockSnapshots>,
     /// Ticks before this fire (rebuilding state) but are not published.
     publish_from: Option<Tick>,
+    lockstep: Option<Arc<Lockstep>>,
 }
 
 /// The clock's side of consistent snapshots: when to cut, and the channel
@@ -61,6 +63,9 @@ pub(super) struct ClockOptions {
     pub snapshots: Option<ClockSnapshots>,
     /// Fire, but do not publish, ticks before this one.
     pub publish_from: Option<Tick>,
+    /// A closed-loop input's lockstep: told each tick's decisions and
+    /// each settled watermark.
+    pub lockstep: Option<Arc<Lockstep>>,
 }
 
 /// Where a restored clock starts: after `tick`, with the boundary
@@ -94,6 +99,7 @@ impl<S: Sink> Clock<S> {
             covered,
             snapshots: options.snapshots,
             publish_from: options.publish_from,
+            lockstep: options.lockstep,
         }
     }
 
@@ -101,6 +107,19 @@ impl<S: Sink> Clock<S> {
     /// once no cell is active any more.
     pub(super) async fn run(
         mut self,
+        progress_rx: watch::Receiver<Progress>,
+    ) -> anyhow::Result<ClockSummary> {
+        let lockstep = self.lockstep.clone();
+        let result = self.run_until_done(progress_rx).await;
+        if let Some(l) = lockstep {
+            // Whatever ended the clock, a waiting input must not hang.
+            l.close();
+        }
+        result
+    }
+
+    async fn run_until_done(
+        &mut self,
         mut progress_rx: watch::Receiver<Progress>,
     ) -> anyhow::Result<ClockSummary> {
         let mut stats_rx = self.exchange.as_ref().map(|x| x.subscribe());
@@ -110,6 +129,9 @@ impl<S: Sink> Clock<S> {
                 rx.borrow_and_update();
             }
             self.fire_ready(progress).await?;
+            if let Some(l) = &self.lockstep {
+                l.settled(progress.watermark);
+            }
             if progress.finished {
                 self.sink.finish()?;
                 tracing::info!(
@@ -279,6 +301,9 @@ impl<S: Sink> Clock<S> {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             decisions.clear();
         } else {
+            if let Some(l) = &self.lockstep {
+                l.fired(&decisions);
+            }
             self.sink
                 .publish(tick, tick.end_ms(self.bucket_ms), &decisions)?;
         }

@@ -21,6 +21,7 @@
 
 pub mod clock;
 pub mod exchange;
+pub mod lockstep;
 pub mod shard;
 pub mod snapshot;
 pub mod source;
@@ -34,6 +35,7 @@ use tokio::sync::watch;
 pub use crate::sinks::{CollectSink, Sink};
 pub use clock::ClockSummary;
 pub use exchange::BoundaryExchange;
+pub use lockstep::{Lockstep, Round};
 use shard::ShardActor;
 pub use snapshot::{PipelineImage, SnapshotOptions, SnapshotSink};
 pub use source::{CommitOffset, Input, InputRecord, Poll, SourceSummary};
@@ -74,6 +76,8 @@ pub struct PipelineOptions {
     /// Fire, but do not publish, ticks before this one (rebuilding state
     /// from a rewound input).
     pub publish_from: Option<Tick>,
+    /// A closed-loop input waits on this for each round's decisions.
+    pub lockstep: Option<Arc<Lockstep>>,
 }
 
 impl PipelineOptions {
@@ -89,6 +93,7 @@ impl PipelineOptions {
             snapshots: None,
             restore: None,
             publish_from: None,
+            lockstep: None,
         }
     }
 }
@@ -117,6 +122,11 @@ impl Pipeline {
         S: Sink + 'static,
     {
         core.validate()?;
+        if options.lockstep.is_some() && options.exchange.is_some() {
+            // A clock waiting for other instances' stats settles less than
+            // the source published: a closed loop runs in one instance.
+            anyhow::bail!("a closed-loop (lockstep) pipeline cannot exchange with other instances");
+        }
         let geo = primetime_core::Geo::new(core.price_resolution, core.region_resolution)?;
         let n = options.shards.max(1);
         let mut shards: Vec<Shard> = (0..n)
@@ -157,6 +167,7 @@ impl Pipeline {
             start,
             snapshots,
             publish_from: options.publish_from,
+            lockstep: options.lockstep.clone(),
         };
         let clock = clock::Clock::new(addrs.clone(), sink, Arc::clone(&metrics), clock_options);
         let clock = actix_rt::spawn(clock.run(progress_rx));
@@ -167,6 +178,7 @@ impl Pipeline {
             progress_tx,
             cuts,
             restore: options.restore.as_deref(),
+            lockstep: options.lockstep.clone(),
         };
         let src = source::Source::new(core, addrs, source_options);
         let source = std::thread::Builder::new()

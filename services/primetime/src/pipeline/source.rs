@@ -14,6 +14,7 @@ use primetime_core::{
 };
 use tokio::sync::watch;
 
+use super::lockstep::Lockstep;
 use super::shard::{Barrier, EventBatch, ShardActor};
 use super::snapshot::{CutRequest, PipelineImage, SourceCut, SourcePartitionImage};
 use crate::metrics::Metrics;
@@ -196,6 +197,8 @@ pub(super) struct SourceOptions<'a> {
     pub cuts: Option<std::sync::mpsc::Receiver<CutRequest>>,
     /// Start from this image's partition state and progress.
     pub restore: Option<&'a PipelineImage>,
+    /// Tell a closed-loop input's lockstep what was published.
+    pub lockstep: Option<Arc<Lockstep>>,
 }
 
 pub(super) struct Source {
@@ -216,6 +219,7 @@ pub(super) struct Source {
     restore: Vec<SourcePartitionImage>,
     /// The newest durable tick whose commits were made.
     committed_tick: Option<Tick>,
+    lockstep: Option<Arc<Lockstep>>,
 }
 
 impl Source {
@@ -249,6 +253,7 @@ impl Source {
             cuts: options.cuts,
             restore: restore.map(|i| i.partitions.clone()).unwrap_or_default(),
             committed_tick: None,
+            lockstep: options.lockstep,
         }
     }
 
@@ -391,6 +396,9 @@ impl Source {
             .watermark_ms
             .store(self.progress.watermark.0, Relaxed);
         self.progress_tx.send_replace(self.progress);
+        if let Some(l) = &self.lockstep {
+            l.published(self.progress.watermark);
+        }
     }
 
     /// Once the input reports a newer durable tick: commits, per
