@@ -272,6 +272,13 @@ impl City {
         self.spot(x, y)
     }
 
+    /// Centre of a city cell in km, and the squared radius of a disk
+    /// around it that lies inside the cell.
+    #[inline]
+    pub fn cell_disk(&self, slot: u32) -> (f64, f64, f64) {
+        self.cell_disk[slot as usize]
+    }
+
     /// The slot of a city cell.
     #[inline]
     pub fn slot(&self, cell: u64) -> Option<u32> {

@@ -36,6 +36,12 @@ pub struct SimConfig {
     pub stadium: Option<StadiumEvent>,
     /// Injected input faults. Default: none.
     pub noise: Noise,
+    /// The closed-loop market (riders see prices, pickups take time,
+    /// drivers respond): see [`MarketConfig`] and the crate docs. Default
+    /// none: the open-loop simulator, whose output does not depend on this
+    /// field's existence (it is not even serialised when absent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub market: Option<MarketConfig>,
 }
 
 impl Default for SimConfig {
@@ -52,6 +58,7 @@ impl Default for SimConfig {
             partitions: 4,
             stadium: Some(StadiumEvent::default()),
             noise: Noise::default(),
+            market: None,
         }
     }
 }
@@ -125,6 +132,258 @@ impl Noise {
     /// Whether any fault can be injected.
     pub fn is_active(&self) -> bool {
         self.rates().iter().any(|(_, r)| *r > 0.0)
+    }
+}
+
+/// The closed-loop market: what changes when [`SimConfig::market`] is set.
+/// Every rule is described, with its source, in the crate docs ("Closed
+/// loop"); the defaults are the calibrated values of the market benchmark
+/// (`QUALITY.md` says how they were chosen).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketConfig {
+    /// Rider price elasticity ε: a session that would request at price 1.0
+    /// with probability `p0` requests at multiplier `m` with probability
+    /// `p0 · m^-ε`. Default 0.6 (Cohen, Hahn, Hall, Levitt & Metcalfe,
+    /// NBER w22627); 0..=5.
+    pub elasticity: f64,
+    /// A rider keeps retrying an unmatched request for a patience drawn
+    /// uniformly from `[patience_min_ms, patience_max_ms]`, then abandons.
+    /// Defaults 2 and 6 min.
+    pub patience_min_ms: i64,
+    pub patience_max_ms: i64,
+    /// Driving speed of a driver on its way to a pickup. Default 18 km/h
+    /// (city traffic); 1..=120.
+    pub pickup_speed_kmh: f64,
+    /// Fixed part of every pickup: accepting, finding the rider. Default
+    /// 45 s; 0..=10 min.
+    pub pickup_overhead_ms: i64,
+    /// Fare per minute of trip at multiplier 1.0, the drivers' currency.
+    /// Default 1.0.
+    pub fare_per_min: f64,
+    /// Idle drivers decide where to cruise this often. Default 30 s;
+    /// 1 s..=10 min.
+    pub reposition_interval_ms: i64,
+    /// Logit scale of the repositioning choice, per unit of fare. Default
+    /// 0.6.
+    pub logit_scale: f64,
+    /// Utility of staying put over moving, in fares: inertia. Default 4.0.
+    pub stay_bonus: f64,
+    /// Cost of moving one km, in fares. Default 0.5.
+    pub move_cost_per_km: f64,
+    /// How much drivers weigh the multiplier (the heat map): the expected
+    /// fare of a cell is `F · w · (1 + price_response · (m − 1))`. Default
+    /// 1.0 (fully); 0 makes drivers blind to prices.
+    pub price_response: f64,
+    /// Share of the driver pool online at the start. Default 0.8.
+    pub online_share: f64,
+    /// Share of the online drivers already on a trip at the start (the
+    /// world starts near its steady state). Default 0.45.
+    pub initial_busy: f64,
+    /// Earnings per online hour at which drivers log on and off at their
+    /// base rates. Default 30 (fares).
+    pub reference_earnings_per_hour: f64,
+    /// Base log-off rate of idle drivers and log-on rate of offline ones,
+    /// per minute. Defaults 0.01 and 0.04 (80 % of the pool online at the
+    /// reference earnings).
+    pub log_off_per_min: f64,
+    pub log_on_per_min: f64,
+    /// Elasticity of the log-on/log-off odds to recent earnings per hour.
+    /// Default 1.2 (Angrist, Caldwell & Hall, NBER w23891); 0..=5.
+    pub supply_elasticity: f64,
+    /// Half-life of the earnings average drivers react to (damping).
+    /// Default 10 min.
+    pub earnings_half_life_ms: i64,
+    /// A city-wide demand peak (New Year's Eve). Default none.
+    pub demand_peak: Option<DemandPeak>,
+    /// A share of the drivers logging off at once. Default none.
+    pub supply_shock: Option<SupplyShock>,
+}
+
+impl Default for MarketConfig {
+    fn default() -> Self {
+        Self {
+            elasticity: 0.6,
+            patience_min_ms: 120_000,
+            patience_max_ms: 360_000,
+            pickup_speed_kmh: 14.0,
+            pickup_overhead_ms: 60_000,
+            fare_per_min: 1.0,
+            reposition_interval_ms: 30_000,
+            logit_scale: 0.6,
+            stay_bonus: 4.0,
+            move_cost_per_km: 0.5,
+            price_response: 1.0,
+            online_share: 0.5,
+            initial_busy: 0.45,
+            reference_earnings_per_hour: 30.0,
+            log_off_per_min: 0.01,
+            log_on_per_min: 0.01,
+            supply_elasticity: 1.2,
+            earnings_half_life_ms: 600_000,
+            demand_peak: None,
+            supply_shock: None,
+        }
+    }
+}
+
+/// Every session start rate multiplied by `factor` from `start_ms +
+/// starts_after_ms` for `duration_ms`, ramping linearly over `ramp_ms` at
+/// both ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DemandPeak {
+    pub starts_after_ms: i64,
+    pub duration_ms: i64,
+    /// Default 3.0; 0..=100.
+    pub factor: f64,
+    /// Default 5 min.
+    pub ramp_ms: i64,
+}
+
+impl Default for DemandPeak {
+    fn default() -> Self {
+        Self {
+            starts_after_ms: 0,
+            duration_ms: 2 * 3_600_000,
+            factor: 3.0,
+            ramp_ms: 300_000,
+        }
+    }
+}
+
+impl DemandPeak {
+    /// The demand factor at `elapsed_ms` after the simulation start.
+    pub fn factor_at(&self, elapsed_ms: i64) -> f64 {
+        let into = elapsed_ms - self.starts_after_ms;
+        let left = self.starts_after_ms + self.duration_ms - elapsed_ms;
+        if into < 0 || left <= 0 {
+            return 1.0;
+        }
+        let ramp = self.ramp_ms.max(1) as f64;
+        let w = (into as f64 / ramp).min(left as f64 / ramp).min(1.0);
+        1.0 + (self.factor - 1.0) * w
+    }
+}
+
+/// Every driver whose number is a multiple of `1 / share` (rounded) logs
+/// off at `start_ms + starts_after_ms` (after finishing a trip) and stays
+/// off for `duration_ms`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupplyShock {
+    pub starts_after_ms: i64,
+    pub duration_ms: i64,
+    /// Default 1/3; in (0, 1].
+    pub share: f64,
+}
+
+impl Default for SupplyShock {
+    fn default() -> Self {
+        Self {
+            starts_after_ms: 0,
+            duration_ms: 2 * 3_600_000,
+            share: 1.0 / 3.0,
+        }
+    }
+}
+
+impl SupplyShock {
+    /// Whether driver `i` is one of the shocked drivers.
+    pub fn hits(&self, driver: u32) -> bool {
+        let every = (1.0 / self.share).round().max(1.0) as u32;
+        driver % every == 0
+    }
+}
+
+impl MarketConfig {
+    /// Every problem, as `market.field: message` lines.
+    pub(crate) fn problems(&self, out: &mut Vec<String>) {
+        let mut bad = |field: &str, msg: String| out.push(format!("market.{field}: {msg}"));
+        let in_range = |v: f64, lo: f64, hi: f64| v.is_finite() && (lo..=hi).contains(&v);
+        for (name, v, lo, hi) in [
+            ("elasticity", self.elasticity, 0.0, 5.0),
+            ("pickup_speed_kmh", self.pickup_speed_kmh, 1.0, 120.0),
+            ("fare_per_min", self.fare_per_min, 0.01, 1e6),
+            ("logit_scale", self.logit_scale, 0.0, 100.0),
+            ("stay_bonus", self.stay_bonus, -1e3, 1e3),
+            ("move_cost_per_km", self.move_cost_per_km, 0.0, 1e3),
+            ("price_response", self.price_response, 0.0, 10.0),
+            ("online_share", self.online_share, 0.0, 1.0),
+            ("initial_busy", self.initial_busy, 0.0, 1.0),
+            (
+                "reference_earnings_per_hour",
+                self.reference_earnings_per_hour,
+                0.01,
+                1e6,
+            ),
+            ("log_off_per_min", self.log_off_per_min, 0.0, 1.0),
+            ("log_on_per_min", self.log_on_per_min, 0.0, 1.0),
+            ("supply_elasticity", self.supply_elasticity, 0.0, 5.0),
+        ] {
+            if !in_range(v, lo, hi) {
+                bad(name, format!("must be in [{lo}, {hi}], got {v}"));
+            }
+        }
+        if !(0..=3_600_000).contains(&self.patience_min_ms)
+            || !(self.patience_min_ms..=3_600_000).contains(&self.patience_max_ms)
+        {
+            bad(
+                "patience_min_ms/patience_max_ms",
+                format!(
+                    "need 0 <= min <= max <= 1 hour, got {} and {}",
+                    self.patience_min_ms, self.patience_max_ms
+                ),
+            );
+        }
+        for (name, v, lo, hi) in [
+            ("pickup_overhead_ms", self.pickup_overhead_ms, 0, 600_000),
+            (
+                "reposition_interval_ms",
+                self.reposition_interval_ms,
+                1_000,
+                600_000,
+            ),
+            (
+                "earnings_half_life_ms",
+                self.earnings_half_life_ms,
+                60_000,
+                86_400_000,
+            ),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                bad(name, format!("must be in [{lo}, {hi}] ms, got {v}"));
+            }
+        }
+        if let Some(p) = &self.demand_peak {
+            if !(0..=365 * 86_400_000).contains(&p.starts_after_ms)
+                || !(1..=86_400_000).contains(&p.duration_ms)
+                || !(0..=86_400_000).contains(&p.ramp_ms)
+                || !in_range(p.factor, 0.0, 100.0)
+            {
+                bad(
+                    "demand_peak",
+                    format!(
+                        "times must be in [0, 1 day] (duration > 0) and factor in [0, 100], got {p:?}"
+                    ),
+                );
+            }
+        }
+        if let Some(s) = &self.supply_shock {
+            let valid = (0..=365 * 86_400_000).contains(&s.starts_after_ms)
+                && (1..=86_400_000).contains(&s.duration_ms)
+                && s.share.is_finite()
+                && s.share > 0.0
+                && s.share <= 1.0;
+            if !valid {
+                bad(
+                    "supply_shock",
+                    format!(
+                        "times must be in [0, 1 day] (duration > 0) and share in (0, 1], got {s:?}"
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -240,6 +499,9 @@ impl SimConfig {
                 "noise",
                 format!("rates must sum to at most 1 (one fault per record), got {sum}"),
             );
+        }
+        if let Some(m) = &self.market {
+            m.problems(&mut out);
         }
         out
     }

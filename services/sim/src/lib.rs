@@ -4,10 +4,11 @@
 //! optional injected faults labelled for tests.
 //!
 //! Modules:
-//! - [`config`]: [`SimConfig`], [`StadiumEvent`], [`Noise`] with documented
-//!   defaults and validation;
+//! - [`config`]: [`SimConfig`], [`StadiumEvent`], [`Noise`],
+//!   [`MarketConfig`] with documented defaults and validation;
 //! - `sim`: the [`Simulator`] (drivers, riders, dispatch) and its output
-//!   queue, [`SimRecord`];
+//!   queue, [`SimRecord`]; `sim::market`, the closed loop and its
+//!   [`MarketLog`];
 //! - `city`: the flat projection, H3 cells and regions, partitioning,
 //!   dispatch neighbourhoods and demand hotspots;
 //! - `demand`: the time-of-day curve and the stadium's release schedule;
@@ -84,17 +85,84 @@
 //!   responds only through positions: the available drivers in the cell
 //!   plus half of those in its k-ring 1 (the dispatcher's reach). The
 //!   clearing multiplier solves `D · m^-1.2 = S`, clipped to `[1, cap]`.
-//!   The simulated riders themselves do not react to prices (the
-//!   simulator does not see the service's prices); the elasticity defines
-//!   the target only.
+//!   In the open loop the simulated riders do not react to prices (the
+//!   simulator does not see the service's prices) and the elasticity
+//!   defines the target only; the closed loop's oracle uses the same
+//!   formula at the riders' own elasticity
+//!   ([`Simulator::clearing_multiplier_with`], [`Simulator::oracle_prices`]).
 //! - **Records**: event ids are `{seed:x}-{n:x}` (`n` counts records; a
 //!   duplicate reuses its original's id). Event time is the simulated time
 //!   of the action; ingest time is 20–400 ms later (network delay).
 //! - **Noise** ([`Noise`]): each record independently gets at most one
 //!   fault, with the configured probabilities; see [`Label`].
 //!
-//! The simulator only models what the pricing service sees: no traffic,
+//! The open loop only models what the pricing service sees: no traffic,
 //! no pickup leg (a trip starts where the driver was), no rider choice.
+//!
+//! # Closed loop
+//!
+//! With [`SimConfig::market`] set ([`MarketConfig`]), the simulator is also
+//! the market the prices act on (DESIGN §7a). Without it nothing below
+//! runs and the output is byte for byte the open loop's.
+//!
+//! - **Prices**: [`Simulator::observe_prices`] sets the multipliers riders
+//!   see from the current simulated time on; a cell not listed keeps its
+//!   last value (pipelines publish changes only). Whoever drives the
+//!   simulation calls it between [`Simulator::advance_to`] calls; the run
+//!   is a pure function of the config and of the prices observed and
+//!   when. Every change is logged per cell.
+//! - **Riders** (FleetPy's riders refuse offers above their willingness to
+//!   pay, `TravelerModels.py`): a session's last price check reads its
+//!   cell's multiplier `m` and requests with probability `p0 · m^-ε`
+//!   (`p0` = 0.6, 0.9 for stadium riders; ε = 0.6 by default: a 10 %
+//!   higher price gives about 6 % fewer requests, Cohen, Hahn, Hall,
+//!   Levitt & Metcalfe, NBER w22627). The multiplier is quoted: retries
+//!   keep it. An unmatched request is retried every 20–40 s until the
+//!   rider's patience (uniform 2–6 min) runs out, then abandoned
+//!   (unfulfilled). Arrivals come from their own random stream and every
+//!   rider's draws (checks, willingness, patience, retries) from a stream
+//!   keyed by the rider, drawn whatever the price: runs of one seed priced
+//!   differently see the same riders (common random numbers).
+//! - **Pickup leg**: dispatch sends the nearest idle driver by grid
+//!   distance ≤ 2, then straight-line distance (ties to the lowest number);
+//!   it is *en route* (pinging on-trip, unavailable) for an overhead
+//!   (60 s: accepting, finding the rider) plus 1.3 × the straight-line
+//!   distance at 14 km/h, then on a 5–20 min trip as in the open loop
+//!   (trips average 12.5 min; MARKET.md: ~15). A ride's wait is from its
+//!   first attempt to the driver's arrival.
+//! - **Drivers reposition**: every 30 s an idle driver chooses to stay or
+//!   head for one of the neighbouring cells (k-ring 1) by a logit over
+//!   expected earnings, FleetPy's `DriverUtilityMax` with the multiplier
+//!   added: `u = β · (F · w · (1 + r · (m − 1)) − c · km + s·[stay])`, with
+//!   `F` the mean fare, `w = λ / (λ + 0.3 · (1 + idle))` the chance of a
+//!   ride soon (λ the cell's usual requests per minute — drivers know
+//!   where demand usually is, not the stadium — and `idle` the idle
+//!   drivers there), `c` the cost per km, `s` the inertia of staying, `r`
+//!   the response to the multiplier. A chosen cell is driven to in a
+//!   straight line; otherwise drivers random-walk as in the open loop.
+//!   The log records, per decision, the expected moves and the part of
+//!   them prices account for (the total-variation distance between the
+//!   choice with and without prices): Lu, Frazier & Kislev (EC 2018)
+//!   found the surge heat map explains 10–60 % of repositioning, and the
+//!   defaults keep price a minority of moves.
+//! - **Drivers log on and off** from a pool (`drivers`), half online at
+//!   the start and 45 % of those on trips (the world starts near its
+//!   steady state). Idle drivers log off with a base 1 % per minute,
+//!   offline ones (after at least 2 min) log on with 1 % per minute, each
+//!   scaled by `x^∓ε_s/2` where `x` is the drivers' recent earnings per
+//!   online hour over a reference (a 10 min half-life average: damped),
+//!   so the online odds move with earnings at elasticity ε_s = 1.2
+//!   (Angrist, Caldwell & Hall, NBER w23891; individual elasticity, the
+//!   market's response is weaker through the damping).
+//! - **Scenarios**: a city-wide [`DemandPeak`] multiplies session
+//!   arrivals (New Year's Eve); a [`SupplyShock`] logs a share of the
+//!   drivers off (after their trip) for its duration.
+//! - **Outcome log** ([`MarketLog`], [`Simulator::market_log`]): per
+//!   minute, sessions, driver time idle / en route / on trip / offline,
+//!   earnings (fare × multiplier at dispatch), repositioning and
+//!   log-on/off counts; every ride's first request, quoted multiplier,
+//!   attempts and wait (or abandonment); every cell's price changes. The
+//!   market benchmark (`primetime-market`) turns it into metrics.
 
 #![forbid(unsafe_code)]
 
@@ -110,9 +178,11 @@ use std::io::{BufWriter, Write};
 
 use primetime_proto::LogWriter;
 
-pub use config::{Noise, SimConfig, StadiumEvent};
+pub use config::{DemandPeak, MarketConfig, Noise, SimConfig, StadiumEvent, SupplyShock};
 pub use noise::Label;
-pub use sim::{CLEARING_HORIZON_MIN, DEMAND_ELASTICITY, SimRecord, Simulator};
+pub use sim::{
+    CLEARING_HORIZON_MIN, DEMAND_ELASTICITY, MarketLog, MinuteStats, Ride, SimRecord, Simulator,
+};
 
 /// Why a simulation could not be built or written.
 #[derive(Debug, thiserror::Error)]

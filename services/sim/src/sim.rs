@@ -16,6 +16,10 @@ use crate::demand::{TimeOfDay, stadium_released};
 use crate::noise::{Faults, Label, bad_clock_offset_ms, corrupt};
 use crate::rng::Rng;
 
+mod market;
+
+pub use market::{MarketLog, MinuteStats, Ride};
+
 /// Length of one world step. Records are generated a step at a time; every
 /// record of the step starting at `t` has ingest time ≥ `t`, which is what
 /// makes the output independent of how [`Simulator::advance_to`] is
@@ -193,9 +197,20 @@ enum DriverState {
         start_ms: i64,
         end_ms: i64,
     },
-    /// Silent until `until_ms`; its next ping after that is available.
+    /// Silent until `until_ms`; its next ping after that is available
+    /// (closed loop: it may log on from then on).
     Offline {
         until_ms: i64,
+    },
+    /// Closed loop only: driving from `from` to the rider at `pickup`,
+    /// arriving at `arrive_ms`; then on a trip of `trip_ms` to `to`.
+    EnRoute {
+        from: (f64, f64),
+        pickup: Spot,
+        start_ms: i64,
+        arrive_ms: i64,
+        to: Spot,
+        trip_ms: i64,
     },
 }
 
@@ -212,6 +227,10 @@ struct Driver {
     speed: f64,
     last_ms: i64,
     state: DriverState,
+    /// Closed loop only: where an idle driver is repositioning to (km and
+    /// slot of a cell centre), and when it next decides.
+    target: Option<(f64, f64, u32)>,
+    next_decision_ms: i64,
 }
 
 /// What a rider does next.
@@ -221,6 +240,15 @@ enum Step {
     Check { remaining: u8 },
     /// A ride request; an unserved first request may be retried once.
     Request { may_retry: bool },
+    /// Closed loop: attempt `attempt` (from 0) of a ride request first made
+    /// at `first_ms`, at the quoted `multiplier`; retried until
+    /// `deadline_ms`, then abandoned.
+    Ride {
+        attempt: u16,
+        first_ms: i64,
+        deadline_ms: i64,
+        multiplier: f32,
+    },
 }
 
 /// A rider's next action, in the agenda.
@@ -322,6 +350,8 @@ pub struct Simulator {
     /// Each city cell's share of non-stadium demand (Monte Carlo over the
     /// demand distribution, computed on first use).
     demand_share: std::sync::OnceLock<Vec<f64>>,
+    /// The closed loop's state and outcome log, when configured.
+    market: Option<Box<market::Market>>,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -400,6 +430,8 @@ impl Simulator {
                 speed: speed_mps / 1e6,
                 last_ms: config.start_ms,
                 state: DriverState::Available,
+                target: None,
+                next_decision_ms: config.start_ms,
             });
             available[spot.slot as usize].push(i);
             ping_order.push((world_rng.range_i64(0, config.ping_interval_ms - 1), i));
@@ -407,7 +439,7 @@ impl Simulator {
         ping_order.sort_unstable();
         let p_offline = OFFLINE_PER_MINUTE * config.ping_interval_ms as f64 / 60_000.0;
 
-        Ok(Self {
+        let mut sim = Self {
             city,
             stadium,
             tod: TimeOfDay::new(),
@@ -434,8 +466,13 @@ impl Simulator {
             offsets: vec![0; config.partitions as usize],
             now_ms: config.start_ms,
             demand_share: std::sync::OnceLock::new(),
+            market: None,
             config,
-        })
+        };
+        if let Some(m) = sim.config.market.clone() {
+            sim.start_market(m);
+        }
+        Ok(sim)
     }
 
     /// The city's res-8 cells.
@@ -456,8 +493,12 @@ impl Simulator {
         let share = self
             .demand_share
             .get_or_init(|| self.measure_demand_share())[slot as usize];
-        let mut per_min =
-            self.config.demand_per_s * 60.0 * self.tod.factor(t_ms) * REQUEST_PROBABILITY * share;
+        let mut per_min = self.config.demand_per_s
+            * 60.0
+            * self.tod.factor(t_ms)
+            * self.peak_factor(t_ms)
+            * REQUEST_PROBABILITY
+            * share;
         if let Some(st) = &self.stadium {
             if st.cell == cell {
                 let elapsed = t_ms - st.start_ms;
@@ -495,9 +536,16 @@ impl Simulator {
     /// (`S` floored at 0.5 driver so an empty cell with demand prices at
     /// the cap rather than infinity). The pricing model's training target.
     pub fn clearing_multiplier(&self, cell: CellId, cap: f64) -> f64 {
+        self.clearing_multiplier_with(cell, cap, DEMAND_ELASTICITY)
+    }
+
+    /// [`Self::clearing_multiplier`] for any elasticity `ε > 0`: the closed
+    /// loop's oracle uses the riders' own elasticity
+    /// ([`crate::MarketConfig::elasticity`]).
+    pub fn clearing_multiplier_with(&self, cell: CellId, cap: f64, elasticity: f64) -> f64 {
         let demand = self.expected_requests_per_min(cell, self.now_ms) * CLEARING_HORIZON_MIN;
         let supply = self.available_supply(cell).max(0.5);
-        let m = (demand / supply).powf(1.0 / DEMAND_ELASTICITY);
+        let m = (demand / supply).powf(1.0 / elasticity);
         if m.is_finite() {
             m.clamp(1.0, cap.max(1.0))
         } else {
@@ -586,6 +634,20 @@ impl Simulator {
         let t0 = self.world_ms;
         let t1 = t0 + STEP_MS;
 
+        if self.market.is_some() {
+            self.market_step_start(t0, t1);
+        } else {
+            self.open_loop_arrivals(t0, t1);
+        }
+        self.run_step(t1);
+        if self.market.is_some() {
+            self.market_step_end(t0);
+        }
+        self.world_ms = t1;
+    }
+
+    /// The open loop's new sessions of `[t0, t1)`, from the world stream.
+    fn open_loop_arrivals(&mut self, t0: i64, t1: i64) {
         let expected = self.config.demand_per_s * self.tod.factor(t0) * (STEP_MS as f64 / 1e3);
         let arrivals = self.world_rng.poisson(expected);
         for _ in 0..arrivals {
@@ -605,7 +667,11 @@ impl Simulator {
                 self.start_session(time_ms, spot, true);
             }
         }
+    }
 
+    /// Driver pings and rider actions before `t1`, merged by time (a ping
+    /// before an action at the same millisecond).
+    fn run_step(&mut self, t1: i64) {
         loop {
             let ping_ms = self
                 .ping_order
@@ -627,7 +693,6 @@ impl Simulator {
                 self.act(action);
             }
         }
-        self.world_ms = t1;
     }
 
     fn start_session(&mut self, time_ms: i64, spot: Spot, stadium: bool) {
@@ -651,6 +716,10 @@ impl Simulator {
     }
 
     fn act(&mut self, action: Action) {
+        if self.market.is_some() {
+            self.act_market(action);
+            return;
+        }
         let Spot { x, y, slot } = action.spot;
         let t = action.time_ms;
         match action.step {
@@ -713,6 +782,8 @@ impl Simulator {
                     });
                 }
             }
+            // Only scheduled by the closed loop, which never gets here.
+            Step::Ride { .. } => {}
         }
     }
 
@@ -765,6 +836,10 @@ impl Simulator {
     }
 
     fn ping(&mut self, i: u32, t: i64) {
+        if self.market.is_some() {
+            self.ping_market(i, t);
+            return;
+        }
         let d = self.drivers[i as usize];
         let status = match d.state {
             DriverState::Offline { until_ms } => {
@@ -813,6 +888,8 @@ impl Simulator {
                     return;
                 }
             }
+            // Only the closed loop sends drivers en route.
+            DriverState::EnRoute { .. } => return,
             DriverState::Available => {
                 if self.world_rng.chance(self.p_offline) {
                     let pause = self.world_rng.range_i64(OFFLINE_MIN_MS, OFFLINE_MAX_MS);
