@@ -88,8 +88,13 @@ impl Default for ServiceConfig {
     }
 }
 
+/// The embedded default's city: the closed-loop market with the scripted
+/// stadium crowd two seconds in (so the map shows a surge at once).
 fn embedded_sim() -> SimConfig {
-    let mut sim = SimConfig::default();
+    let mut sim = SimConfig {
+        market: Some(primetime_sim::MarketConfig::default()),
+        ..SimConfig::default()
+    };
     if let Some(stadium) = &mut sim.stadium {
         stadium.starts_after_ms = 2_000;
         stadium.riders = 4_000;

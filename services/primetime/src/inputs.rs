@@ -1,21 +1,30 @@
 //! Inputs for the pipeline's source thread: the embedded simulator paced by
-//! the wall clock, and an event-log file read as fast as possible.
+//! the wall clock (open or closed loop), and an event-log file read as fast
+//! as possible.
 
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use primetime_core::CellId;
 use primetime_proto::LogReader;
-use primetime_sim::{SimRecord, Simulator};
+use primetime_sim::{MarketLog, SimRecord, Simulator};
 
-use crate::pipeline::{Input, InputRecord, Poll};
+use crate::pipeline::{Input, InputRecord, Lockstep, Poll, Round};
 
 /// The embedded city simulator in (scaled) real time: sim time advances
 /// `speed` times as fast as the wall clock from the moment of creation.
+///
+/// In the closed loop ([`SimInput::closed_loop`], the simulator's market
+/// on) it steps one bucket per poll, and only once the pipeline has
+/// settled every tick its records so far made fireable (see
+/// [`crate::pipeline::lockstep`]); the riders then see those decisions.
+/// Pacing by the wall clock only delays steps, never changes them, so the
+/// run is a pure function of (config, seed, model) at any speed.
 pub struct SimInput {
     sim: Simulator,
     wall_start: Instant,
@@ -23,6 +32,18 @@ pub struct SimInput {
     speed: f64,
     stop: Arc<AtomicBool>,
     buf: Vec<SimRecord>,
+    closed_loop: Option<ClosedLoop>,
+    /// Stop (as end of input) once simulated time reaches this.
+    end_ms: Option<i64>,
+    /// Where the finished run's market log goes (tests, benchmarks).
+    outcome: Option<Arc<Mutex<Option<MarketLog>>>>,
+}
+
+/// The closed loop's side of the lockstep.
+struct ClosedLoop {
+    lockstep: Arc<Lockstep>,
+    /// The pipeline's bucket: the simulator steps one per round.
+    bucket_ms: i64,
 }
 
 impl SimInput {
@@ -37,6 +58,88 @@ impl SimInput {
             speed,
             stop,
             buf: Vec::new(),
+            closed_loop: None,
+            end_ms: None,
+            outcome: None,
+        }
+    }
+
+    /// The closed loop: riders see the pipeline's prices. The pipeline must
+    /// run with the same `lockstep` (`PipelineOptions::lockstep`).
+    pub fn closed_loop(mut self, lockstep: Arc<Lockstep>, bucket_ms: i64) -> Self {
+        self.closed_loop = Some(ClosedLoop {
+            lockstep,
+            bucket_ms: bucket_ms.max(1),
+        });
+        self
+    }
+
+    /// Ends the input once simulated time reaches `end_ms`, leaving the
+    /// simulator's market log (closed loop) in `outcome`.
+    pub fn ending_at(mut self, end_ms: i64, outcome: Arc<Mutex<Option<MarketLog>>>) -> Self {
+        self.end_ms = Some(end_ms);
+        self.outcome = Some(outcome);
+        self
+    }
+
+    /// Sleeps until the wall clock allows simulated time `t_ms` (in short
+    /// naps, so a stop request is seen); false when stopped.
+    fn pace_to(&self, t_ms: i64) -> bool {
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            let due = (t_ms - self.sim_start_ms) as f64 / self.speed;
+            let ahead_ms = due - self.wall_start.elapsed().as_secs_f64() * 1000.0;
+            if ahead_ms <= 0.0 {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis((ahead_ms as u64).clamp(1, 50)));
+        }
+    }
+
+    /// One closed-loop round: the settled decisions to the riders, then one
+    /// bucket of simulated time.
+    fn poll_closed(&mut self, out: &mut Vec<InputRecord>) -> anyhow::Result<Poll> {
+        let Some(cl) = &self.closed_loop else {
+            return Ok(Poll::More);
+        };
+        let decisions = match cl.lockstep.wait(Duration::from_millis(100)) {
+            Round::Settled(d) => d,
+            Round::Pending => return Ok(Poll::More),
+            Round::Closed => return Ok(Poll::Stop),
+        };
+        let prices: Vec<(CellId, f64)> = decisions
+            .iter()
+            .map(|d| (d.cell, d.multiplier.value()))
+            .collect();
+        self.sim.observe_prices(&prices);
+        let now = self.sim.now_ms();
+        let next = (now.div_euclid(cl.bucket_ms) + 1) * cl.bucket_ms;
+        let next = self.end_ms.map_or(next, |e| next.min(e));
+        if !self.pace_to(next) {
+            return Ok(Poll::Stop);
+        }
+        self.step_to(next, out);
+        Ok(self.end_poll())
+    }
+
+    fn step_to(&mut self, until: i64, out: &mut Vec<InputRecord>) {
+        self.buf.clear();
+        self.sim.advance_to(until, &mut self.buf);
+        out.extend(self.buf.drain(..).map(SimRecord::into_log_entry));
+    }
+
+    /// `End` (with the outcome kept) once the end time is reached.
+    fn end_poll(&mut self) -> Poll {
+        match self.end_ms {
+            Some(end) if self.sim.now_ms() >= end => {
+                if let (Some(slot), Some(log)) = (&self.outcome, self.sim.market_log()) {
+                    *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(log.clone());
+                }
+                Poll::End
+            }
+            _ => Poll::More,
         }
     }
 }
@@ -50,13 +153,17 @@ impl Input for SimInput {
         if self.stop.load(Ordering::Relaxed) {
             return Ok(Poll::Stop);
         }
+        if self.closed_loop.is_some() {
+            return self.poll_closed(out);
+        }
         std::thread::sleep(Duration::from_millis(50));
         let elapsed_ms = self.wall_start.elapsed().as_secs_f64() * 1000.0 * self.speed;
-        let until = self.sim_start_ms.saturating_add(elapsed_ms as i64);
-        self.buf.clear();
-        self.sim.advance_to(until, &mut self.buf);
-        out.extend(self.buf.drain(..).map(SimRecord::into_log_entry));
-        Ok(Poll::More)
+        let mut until = self.sim_start_ms.saturating_add(elapsed_ms as i64);
+        if let Some(end) = self.end_ms {
+            until = until.min(end);
+        }
+        self.step_to(until, out);
+        Ok(self.end_poll())
     }
 }
 

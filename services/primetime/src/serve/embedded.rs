@@ -1,5 +1,7 @@
 //! The embedded default: the built-in city simulator as the pipeline's
-//! input, prices into the in-memory table; no Kafka, no Redis.
+//! input, prices into the in-memory table; no Kafka, no Redis. With the
+//! simulator's market on (`[sim.market]`, the default) the loop is closed:
+//! riders see the prices and drivers move toward them (DESIGN §7a).
 
 use std::sync::Arc;
 
@@ -8,7 +10,7 @@ use primetime_sim::{SimConfig, Simulator};
 use super::{Parts, pipeline_options};
 use crate::config::ServiceConfig;
 use crate::inputs::SimInput;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Lockstep, Pipeline};
 use crate::sinks::table::TableSink;
 use crate::wall_clock::wall_clock_ms;
 
@@ -24,10 +26,18 @@ pub(super) fn start(
     })
     .map_err(|e| anyhow::anyhow!("simulator: {e}"))?;
     let stadium = sim.stadium_cell();
-    let input = SimInput::new(sim, config.sim_speed, Arc::clone(&parts.stop));
+    let mut input = SimInput::new(sim, config.sim_speed, Arc::clone(&parts.stop));
+    let mut options = pipeline_options(config, parts);
+    if config.sim.market.is_some() {
+        // The closed loop (the default): riders and drivers react to the
+        // prices, in lockstep with the ticks.
+        let lockstep = Arc::new(Lockstep::default());
+        input = input.closed_loop(Arc::clone(&lockstep), config.core.bucket_ms);
+        options.lockstep = Some(lockstep);
+    }
     let pipeline = Pipeline::start(
         &config.core,
-        &pipeline_options(config, parts),
+        &options,
         Arc::clone(&parts.model),
         input,
         TableSink::new(Arc::clone(&parts.table)),
