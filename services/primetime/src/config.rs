@@ -35,6 +35,11 @@ pub struct ServiceConfig {
     pub mailbox: usize,
     /// Events per batch sent to a shard. Default 4096.
     pub batch_size: usize,
+    /// Threads that decode and validate input records in parallel (the
+    /// per-partition watermark, dedup and routing stay on the source
+    /// thread, in order). Default: the number of CPU cores; 1..=256.
+    /// Decisions do not depend on it.
+    pub ingest_workers: usize,
     /// HTTP answers are `stale` when no tick was published for this long
     /// (wall clock). Default 30 s.
     pub stale_after_ms: i64,
@@ -75,6 +80,7 @@ impl Default for ServiceConfig {
             shards: std::thread::available_parallelism().map_or(2, |n| n.get()),
             mailbox: 64,
             batch_size: 4096,
+            ingest_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             stale_after_ms: 30_000,
             max_body_bytes: 256 * 1024,
             max_bbox_cells: 20_000,
@@ -194,6 +200,12 @@ impl ServiceConfig {
         }
         if self.mailbox == 0 {
             problems.push("mailbox: must be at least 1".to_owned());
+        }
+        if !(1..=256).contains(&self.ingest_workers) {
+            problems.push(format!(
+                "ingest_workers: must be in 1..=256, got {}",
+                self.ingest_workers
+            ));
         }
         if self.batch_size == 0 {
             problems.push("batch_size: must be at least 1".to_owned());

@@ -75,7 +75,10 @@ where
     I: crate::pipeline::Input + 'static,
     S: Sink + 'static,
 {
-    let options = PipelineOptions::sized(config.shards, config.mailbox, config.batch_size);
+    let options = PipelineOptions {
+        ingest_workers: config.ingest_workers,
+        ..PipelineOptions::sized(config.shards, config.mailbox, config.batch_size)
+    };
     run_with_options(config, options, input, sink, model)
 }
 

@@ -14,6 +14,8 @@ use primetime_sim::{Noise, SimConfig, SimRecord, Simulator};
 struct VecInput {
     records: std::vec::IntoIter<InputRecord>,
     partitions: u32,
+    /// Records per poll: big polls let several ingest workers share one.
+    per_poll: usize,
 }
 
 impl Input for VecInput {
@@ -22,7 +24,7 @@ impl Input for VecInput {
     }
 
     fn poll(&mut self, out: &mut Vec<InputRecord>) -> anyhow::Result<Poll> {
-        out.extend(self.records.by_ref().take(1_000));
+        out.extend(self.records.by_ref().take(self.per_poll));
         Ok(if self.records.len() == 0 {
             Poll::End
         } else {
@@ -94,9 +96,11 @@ fn check_equal(
         "the simulation must produce surge decisions, got {}",
         expected.len()
     );
-    for shards in [1, 2, 7] {
+    // (shards, ingest workers): the parallel ingest at 1, 2 and 7 workers.
+    for (shards, workers) in [(1, 1), (2, 2), (7, 7), (2, 1), (1, 7)] {
         let config = ServiceConfig {
             shards,
+            ingest_workers: workers,
             ..service.clone()
         };
         let input = VecInput {
@@ -107,6 +111,7 @@ fn check_equal(
                 .collect::<Vec<InputRecord>>()
                 .into_iter(),
             partitions,
+            per_poll: if workers > 1 { 20_000 } else { 1_000 },
         };
         let sink = CollectSink::default();
         let summary = replay::run(&config, input, sink.clone(), model()).expect("replay");
@@ -126,7 +131,7 @@ fn check_equal(
                 .position(|(a, b)| a != b)
                 .unwrap_or(got.len().min(expected.len()));
             panic!(
-                "{shards} shards: {} decisions vs {} from the engine; first difference at {first}:\n actors: {:?}\n engine: {:?}",
+                "{shards} shards, {workers} ingest workers: {} decisions vs {} from the engine; first difference at {first}:\n actors: {:?}\n engine: {:?}",
                 got.len(),
                 expected.len(),
                 got.get(first),
@@ -216,6 +221,7 @@ fn a_pipeline_restored_from_any_snapshot_continues_with_the_same_decisions() {
         VecInput {
             records: entries.clone().into_iter(),
             partitions,
+            per_poll: 1_000,
         },
         whole.clone(),
         model(),
@@ -247,6 +253,7 @@ fn a_pipeline_restored_from_any_snapshot_continues_with_the_same_decisions() {
             VecInput {
                 records: rest.into_iter(),
                 partitions,
+                per_poll: 1_000,
             },
             restored.clone(),
             model(),

@@ -64,6 +64,10 @@ pub struct PipelineOptions {
     pub shards: usize,
     pub mailbox: usize,
     pub batch_size: usize,
+    /// Threads that decode and validate records in parallel (the
+    /// order-dependent steps stay on the source thread). Results do not
+    /// depend on it.
+    pub ingest_workers: usize,
     /// Shards publish their active cells here after every tick (the map).
     pub active: Option<Arc<dyn ActiveCells>>,
     /// Other instances own some partitions: exchange boundary cells.
@@ -88,6 +92,7 @@ impl PipelineOptions {
             shards,
             mailbox,
             batch_size,
+            ingest_workers: 1,
             active: None,
             exchange: None,
             snapshots: None,
@@ -174,6 +179,7 @@ impl Pipeline {
         let source_options = source::SourceOptions {
             geo,
             batch_size: options.batch_size,
+            ingest_workers: options.ingest_workers,
             metrics,
             progress_tx,
             cuts,

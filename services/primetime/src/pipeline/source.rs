@@ -177,6 +177,61 @@ pub struct SourceSummary {
     pub rejected: RejectCounts,
 }
 
+/// A record after the stateless stage: decoded and validated (its H3 cell
+/// found), or why not, with a detail for the dead letter (the decoder's
+/// error for malformed ones).
+type Checked = Result<ValidEvent, (Reason, String)>;
+
+/// Fewer records than this per worker are checked on the source thread
+/// alone: a thread's start costs more than it would save.
+const MIN_RECORDS_PER_WORKER: usize = 2048;
+
+/// The stateless stage of one record: decode, then validate against its
+/// trusted ingest time. Depends on nothing but the record, so records can
+/// be checked on any thread, in any order.
+fn check(validator: &Validator, r: &InputRecord) -> Checked {
+    let record = match primetime_proto::decode(r.topic, &r.payload) {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::debug!(partition = r.partition, offset = r.offset, error = %e, "malformed record");
+            return Err((Reason::Malformed, e.to_string()));
+        }
+    };
+    validator
+        .validate(IngestTime(r.ingest_time_ms), &record)
+        .map_err(|reason| (reason, String::new()))
+}
+
+/// Checks a poll's records on up to `workers` threads, in chunks that keep
+/// their order; `out[i]` is `records[i]`'s result whatever the count.
+fn check_all(
+    validator: &Validator,
+    workers: usize,
+    records: &[InputRecord],
+    out: &mut Vec<Checked>,
+) -> anyhow::Result<()> {
+    out.clear();
+    let workers = workers.min(records.len() / MIN_RECORDS_PER_WORKER).max(1);
+    if workers == 1 {
+        out.extend(records.iter().map(|r| check(validator, r)));
+        return Ok(());
+    }
+    let chunk = records.len().div_ceil(workers);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = records
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || c.iter().map(|r| check(validator, r)).collect::<Vec<_>>()))
+            .collect();
+        for h in handles {
+            match h.join() {
+                Ok(part) => out.extend(part),
+                Err(_) => anyhow::bail!("an ingest worker panicked"),
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Per input partition: its watermark and dedup state, where commits
 /// stand, and whether it was idle at the last poll.
 struct PartitionSlot {
@@ -190,6 +245,8 @@ pub(super) struct SourceOptions<'a> {
     pub geo: Geo,
     /// Events per shard batch (at least 1).
     pub batch_size: usize,
+    /// Threads that decode and validate a poll's records (at least 1).
+    pub ingest_workers: usize,
     pub metrics: Arc<Metrics>,
     /// Where the source publishes its progress for the clock.
     pub progress_tx: watch::Sender<Progress>,
@@ -209,6 +266,7 @@ pub(super) struct Source {
     shards: Vec<Addr<ShardActor>>,
     batches: Vec<Vec<ValidEvent>>,
     batch_size: usize,
+    ingest_workers: usize,
     metrics: Arc<Metrics>,
     progress_tx: watch::Sender<Progress>,
     progress: Progress,
@@ -246,6 +304,7 @@ impl Source {
             batches: vec![Vec::new(); shards.len()],
             shards,
             batch_size: options.batch_size.max(1),
+            ingest_workers: options.ingest_workers.max(1),
             metrics: options.metrics,
             progress_tx: options.progress_tx,
             progress,
@@ -261,6 +320,7 @@ impl Source {
     pub(super) fn run<I: Input>(mut self, mut input: I) -> anyhow::Result<SourceSummary> {
         let mut slots = self.partition_slots(input.partitions())?;
         let mut records = Vec::new();
+        let mut checked = Vec::new();
         loop {
             // Between polls every batch is enqueued and the progress
             // published: a consistent place to cut.
@@ -271,8 +331,9 @@ impl Source {
                 tracing::info!(records = self.summary.records, "source stopped");
                 return Ok(self.summary);
             }
-            for r in &records {
-                self.ingest(&mut slots, r, &mut input)?;
+            check_all(&self.validator, self.ingest_workers, &records, &mut checked)?;
+            for (r, c) in records.iter().zip(checked.drain(..)) {
+                self.ingest(&mut slots, r, c, &mut input)?;
             }
             for shard in 0..self.shards.len() {
                 self.flush(shard)?;
@@ -316,12 +377,14 @@ impl Source {
         Ok(slots)
     }
 
-    /// One record: admitted into its shard's batch, or counted and (but
+    /// One checked record, in its partition's order: admitted (dedup,
+    /// lateness, watermark) into its shard's batch, or counted and (but
     /// duplicates) dead-lettered.
     fn ingest<I: Input>(
         &mut self,
         slots: &mut [PartitionSlot],
         r: &InputRecord,
+        checked: Checked,
         input: &mut I,
     ) -> anyhow::Result<()> {
         self.summary.records += 1;
@@ -336,7 +399,17 @@ impl Source {
             slot.was_idle = false;
         }
         slot.commits.consumed(r.offset);
-        match self.admit(&mut slot.state, r) {
+        let admitted = match checked {
+            Ok(event) => slot
+                .state
+                .admit(r.offset, event)
+                .map_err(|reason| (reason, String::new())),
+            Err(e) => {
+                slot.state.observe_offset(r.offset);
+                Err(e)
+            }
+        };
+        match admitted {
             Ok(event) => {
                 // The partition's maximum event time (watermark +
                 // out-of-orderness) bounds this event's effective time.
@@ -429,33 +502,6 @@ impl Source {
             return Ok(());
         }
         input.commit(&offsets)
-    }
-
-    /// Decodes, validates and admits one record; a rejection comes with a
-    /// detail for the dead letter (the decoder's error for malformed ones).
-    fn admit(
-        &self,
-        p: &mut PartitionState,
-        r: &InputRecord,
-    ) -> Result<ValidEvent, (Reason, String)> {
-        let record = match primetime_proto::decode(r.topic, &r.payload) {
-            Ok(record) => record,
-            Err(e) => {
-                tracing::debug!(partition = r.partition, offset = r.offset, error = %e, "malformed record");
-                p.observe_offset(r.offset);
-                return Err((Reason::Malformed, e.to_string()));
-            }
-        };
-        match self
-            .validator
-            .validate(IngestTime(r.ingest_time_ms), &record)
-        {
-            Ok(event) => p.admit(r.offset, event).map_err(|r| (r, String::new())),
-            Err(reason) => {
-                p.observe_offset(r.offset);
-                Err((reason, String::new()))
-            }
-        }
     }
 
     /// Answers the clock's snapshot requests: a barrier into every shard

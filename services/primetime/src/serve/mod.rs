@@ -164,6 +164,7 @@ fn start_http(config: &ServiceConfig, parts: &Parts) -> anyhow::Result<actix_web
 pub(super) fn pipeline_options(config: &ServiceConfig, parts: &Parts) -> PipelineOptions {
     PipelineOptions {
         active: Some(Arc::clone(&parts.active) as Arc<dyn crate::pipeline::ActiveCells>),
+        ingest_workers: config.ingest_workers,
         ..PipelineOptions::sized(config.shards, config.mailbox, config.batch_size)
     }
 }
