@@ -372,7 +372,6 @@ fn on_event(
 
 /// A broken connection: its request is an error; a new connection takes
 /// its place (dropped from the pool if that fails).
-#[allow(clippy::too_many_arguments)]
 fn fail(
     conns: &mut [Option<Conn>],
     c: usize,
