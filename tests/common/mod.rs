@@ -65,9 +65,6 @@ demand = "{}"
 prices = "{}"
 dlq = "{}"
 cell_stats = "{}"
-[kafka.client]
-# noida-db answers fetches without honouring fetch.max.bytes.
-"receive.message.max.bytes" = "1000000000"
 [sim]
 start_ms = {start_ms}
 drivers = 800
