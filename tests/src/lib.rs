@@ -22,6 +22,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -358,8 +362,72 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
     out
 }
 
+/// Runs an admin request to completion on the calling thread.
+fn admin<T>(
+    brokers: &str,
+    f: impl AsyncFnOnce(&AdminClient<DefaultClientContext>, &AdminOptions) -> T,
+) -> T {
+    let client: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("kafka admin client");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("admin runtime")
+        .block_on(f(&client, &opts))
+}
+
+/// Creates `topic` with `partitions` (one replica) and the given topic
+/// configs: for a test that needs a topic other than `--create-topics`
+/// makes it.
+pub fn create_topic(brokers: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let results = admin(brokers, async |client, opts| {
+        client.create_topics([&new], opts).await
+    })
+    .expect("create topics");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
+    }
+}
+
+/// Sets `topic`'s configs. AlterConfigs replaces the topic's whole config:
+/// every config that matters must be named.
+pub fn set_topic_configs(brokers: &str, topic: &str, configs: &[(&str, &str)]) {
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (k, v) in configs {
+        alter = alter.set(k, v);
+    }
+    let results = admin(brokers, async |client, opts| {
+        client.alter_configs([&alter], opts).await
+    })
+    .expect("alter configs");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("configuring {t:?}: {e}"));
+    }
+}
+
 /// Offsets committed by `group` on `topic`, per partition.
 pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    commits(brokers, group, topic, partitions)
+        .into_iter()
+        .map(|(offset, _)| offset)
+        .collect()
+}
+
+/// Per partition of `topic`: the offset `group` committed (-1 for none)
+/// and the durable tick of its `durable_tick=K` metadata.
+pub fn commits(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<(i64, Option<i64>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -374,9 +442,17 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
         .committed_offsets(tpl, Duration::from_secs(10))
         .expect("committed offsets");
     (0..partitions)
-        .map(|p| match c.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => -1,
+        .map(|p| {
+            let e = c.find_partition(topic, p);
+            let offset = match e.as_ref().map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            };
+            let tick = e
+                .as_ref()
+                .and_then(|e| e.metadata().strip_prefix("durable_tick="))
+                .and_then(|t| t.parse().ok());
+            (offset, tick)
         })
         .collect()
 }
