@@ -37,6 +37,13 @@ use crate::pipeline::BoundaryExchange;
 /// How far back a starting instance reads the stats topic.
 const LOOKBACK: Duration = Duration::from_secs(600);
 
+/// Ticks of stats kept behind the newest fired one: a pipeline epoch that
+/// restarts from an older snapshot (after a rebalance) needs the other
+/// instances' stats of the ticks it fires again. Sixty 10 s ticks, the
+/// [`LOOKBACK`] a starting instance reads; the memory is boundary cells
+/// only.
+const RETAINED_TICKS: i64 = 60;
+
 /// Claims remembered per partition, newest last: enough for the hand-overs
 /// of a few rebalances in a row.
 const CLAIM_HISTORY: usize = 8;
@@ -241,9 +248,12 @@ impl BoundaryExchange for KafkaExchange {
     }
 
     fn forget_before(&self, tick: Tick) {
+        // A new epoch may restart from a snapshot a few ticks back and ask
+        // for those ticks again: keep as many as a starting instance reads.
+        let keep_from = tick.0.saturating_sub(RETAINED_TICKS);
         if let Ok(mut state) = self.state.lock() {
             for s in state.streams.values_mut() {
-                s.ticks = s.ticks.split_off(&tick.0);
+                s.ticks = s.ticks.split_off(&keep_from);
             }
         }
     }
