@@ -28,8 +28,9 @@ if [ ! -f "$cache/complete" ]; then
   echo "kafka $version: fetching jars from Maven Central into $libs" >&2
   rm -rf "$libs"
   mkdir -p "$cache"
+  # (Maven 3.8 prints colour resets even in batch mode: stripped.)
   mvn -q -B -Dstyle.color=never -f "$here/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$libs" >&2
+    -DincludeScope=runtime -DoutputDirectory="$libs" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' >&2
   touch "$cache/complete"
   echo "kafka $version: fetched in $((SECONDS - started)) s" >&2
 fi
