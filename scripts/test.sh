@@ -36,25 +36,32 @@ echo "docker-compose.yml is valid"
 # -------------------------------------------------------- end compose
 
 # ------------------------------------------------------------ services
-# Kafka: a Kafka-protocol broker from PyPI (Apache Kafka cannot be installed
-# on these machines), unless PRIMETIME_TEST_KAFKA names a real cluster. The
-# tests fail, not skip, without one.
-NOIDA_VERSION=0.2.3
+# Kafka: Apache Kafka itself (jars from Maven Central, cached under
+# ~/.cache/primetime; tests/kafka-broker/), a single-node KRaft broker on
+# free 127.0.0.1 ports, unless PRIMETIME_TEST_KAFKA names another cluster.
+# The tests fail, not skip, without one.
 started_pids=()
 cleanup() {
   # Each started server leads its own process group (setsid): stop the
   # group; the broker's data is a temporary directory, so it gets SIGKILL
-  # if SIGTERM (which makes it save its data) takes longer than a second.
+  # if SIGTERM (a controlled shutdown) takes longer than a few seconds.
   for pid in "${started_pids[@]:-}"; do
     [ -n "$pid" ] && kill -TERM -- "-$pid" 2>/dev/null || true
   done
-  sleep 1
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    alive=0
+    for pid in "${started_pids[@]:-}"; do
+      [ -n "$pid" ] && kill -0 -- "-$pid" 2>/dev/null && alive=1
+    done
+    [ "$alive" = 0 ] && break
+    sleep 0.5
+  done
   for pid in "${started_pids[@]:-}"; do
     [ -n "$pid" ] && kill -KILL -- "-$pid" 2>/dev/null || true
   done
+  [ -n "${kafka_dir:-}" ] && rm -rf "$kafka_dir"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # host port seconds
   python3 - "$@" <<'PY'
 import socket, sys, time
@@ -69,19 +76,27 @@ sys.exit(1)
 PY
 }
 if [ -z "${PRIMETIME_TEST_KAFKA:-}" ]; then
-  log "kafka: noida-db $NOIDA_VERSION (Kafka-protocol broker)"
-  if ! python3 -m pip show noida-db 2>/dev/null | grep -q "^Version: $NOIDA_VERSION$"; then
-    python3 -m pip install --quiet --disable-pip-version-check "noida-db==$NOIDA_VERSION"
-  fi
+  log "kafka: Apache Kafka (tests/kafka-broker)"
+  java -version 2>&1 | head -n 1
   kafka_dir="$(mktemp -d)"
-  kafka_port="$(free_port)"
-  setsid noida-db start --data-dir "$kafka_dir" --host 127.0.0.1 --only kafka \
-    --kafka-port "$kafka_port" >"$kafka_dir/noida.log" 2>&1 &
+  started=$SECONDS
+  setsid tests/kafka-broker/start.sh "$kafka_dir" >"$kafka_dir/kafka.log" 2>&1 &
   started_pids+=("$!")
-  if ! wait_port 127.0.0.1 "$kafka_port" 20; then
-    cat "$kafka_dir/noida.log"; echo "noida-db did not start"; exit 1
+  kafka_pid=$!
+  # The jars are fetched first on a cold machine (minutes at most), then
+  # the JVM starts in seconds.
+  until [ -s "$kafka_dir/bootstrap" ]; do
+    if ! kill -0 "$kafka_pid" 2>/dev/null || [ $((SECONDS - started)) -gt 600 ]; then
+      cat "$kafka_dir/kafka.log"; echo "kafka did not start"; exit 1
+    fi
+    sleep 0.2
+  done
+  kafka_addr="$(cat "$kafka_dir/bootstrap")"
+  if ! wait_port 127.0.0.1 "${kafka_addr##*:}" 120 || ! kill -0 "$kafka_pid" 2>/dev/null; then
+    cat "$kafka_dir/kafka.log"; echo "kafka did not start"; exit 1
   fi
-  export PRIMETIME_TEST_KAFKA="127.0.0.1:$kafka_port"
+  echo "kafka answers on $kafka_addr after $((SECONDS - started)) s (log: $kafka_dir/kafka.log)"
+  export PRIMETIME_TEST_KAFKA="$kafka_addr"
 fi
 echo "PRIMETIME_TEST_KAFKA=$PRIMETIME_TEST_KAFKA"
 

@@ -5,8 +5,8 @@
 //! `partition_max_bytes`, and prints the answer's size and what each
 //! partition returned. A broker that honours the limits answers with about
 //! `min(max_bytes, partitions × partition_max_bytes)` (at least one record
-//! batch per partition); noida-db's answers are what the overload scenario's
-//! client settings are chosen from. Last, it times an empty fetch: whether
+//! batch per partition); Apache Kafka does (`noida-db`, the broker of the
+//! first measurements, did not). Last, it times an empty fetch: whether
 //! the broker holds it for `max_wait_ms`.
 
 use std::io::{Read as _, Write as _};

@@ -113,10 +113,6 @@ prices = "{prefix}.prices"
 dlq = "{prefix}.dlq"
 cell_stats = "{prefix}.cell-stats"
 [kafka.client]
-# noida-db answers a fetch with everything it has, whatever the request's
-# limits (load-tests/README.md, `fetch-probe`); librdkafka rejects answers
-# above receive.message.max.bytes. Real Kafka brokers honour the limits.
-"receive.message.max.bytes" = "1000000000"
 "#,
         brokers = broker.addr,
     );
@@ -348,7 +344,7 @@ pub fn overload(o: &OverloadArgs) -> anyhow::Result<()> {
     result.note = Some(format!(
         "simulate --kafka publishes {} simulated minutes ({} drivers) at {} records/s while the \
          service (default consumer settings) runs {:.0} % of each {} ms (SIGSTOP/SIGCONT); broker \
-         noida-db, publisher and service share the 2 cores; RSS sampled every second from \
+         (Apache Kafka), publisher and service share the 2 cores; RSS sampled every second from \
          /proc/PID/status while publishing ({} samples)",
         a.minutes,
         a.city.drivers,
@@ -529,7 +525,7 @@ pub fn firehose(a: &LoadArgs) -> anyhow::Result<()> {
     });
     result.note = Some(format!(
         "a {published}-record simulated backlog ({} partitions per input topic) drained through \
-         `primetime serve --kafka`; broker noida-db on the same 2 cores",
+         `primetime serve --kafka`; broker (Apache Kafka) on the same 2 cores",
         a.city.partitions
     ));
     result.figures = vec![

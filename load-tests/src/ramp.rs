@@ -387,7 +387,7 @@ pub fn run(a: &RampArgs) -> anyhow::Result<()> {
         "{outcome}. `simulate --kafka --rate R` ({} drivers, {} partitions per input topic) \
          publishes live for {} s per step while `serve --kafka` consumes; figures from the last {} \
          s of each step; sustained = backlog slope and offered - taken < {:.0} % of the offered \
-         rate, and < {} s of input left. Publisher, broker (noida-db) and service share the 2 \
+         rate, and < {} s of input left. Publisher, broker (Apache Kafka) and service share the 2 \
          cores. Steps: {}",
         a.city.drivers,
         a.city.partitions,

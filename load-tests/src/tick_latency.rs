@@ -149,7 +149,7 @@ pub fn run(a: &TickArgs) -> anyhow::Result<()> {
         after: load_after,
     });
     result.note = Some(format!(
-        "`primetime serve --kafka` (noida-db broker), default city published live by `simulate \
+        "`primetime serve --kafka` (Apache Kafka broker), default city published live by `simulate \
          --kafka --rate {rate:.0}`; {} ticks of {bucket_ms} ms observed over HTTP, {} with \
          records on the prices topic; /v1/status polled every {} ms (the resolution); with ~30 \
          samples p99 is the largest but one or the largest",
@@ -318,7 +318,6 @@ fn consume_prices(
         // Deliver as soon as anything is there.
         .set("fetch.wait.max.ms", "10")
         .set("fetch.min.bytes", "1")
-        .set("receive.message.max.bytes", "1000000000")
         .create()
         .context("prices consumer")?;
     let md = consumer

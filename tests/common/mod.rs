@@ -65,9 +65,6 @@ demand = "{}"
 prices = "{}"
 dlq = "{}"
 cell_stats = "{}"
-[kafka.client]
-# noida-db answers fetches without honouring fetch.max.bytes.
-"receive.message.max.bytes" = "1000000000"
 [sim]
 start_ms = {start_ms}
 drivers = 800
@@ -340,4 +337,33 @@ pub fn input_commits(broker: &Broker, topics: &Topics, group: &str) -> Vec<Vec<i
         .iter()
         .map(|t| primetime_e2e::committed(&broker.addr, group, t, PARTITIONS))
         .collect()
+}
+
+/// Panics unless `got`, up to the reference's last data tick, holds
+/// exactly the reference decisions (naming the first that differ).
+pub fn assert_equals_reference(got: &Decisions, expected: &Reference, logs: impl Fn() -> String) {
+    let got: Decisions = got
+        .iter()
+        .filter(|((_, t), _)| *t <= expected.last_data_tick)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let differing: Vec<_> = expected
+        .decisions
+        .iter()
+        .filter(|(k, v)| got.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .chain(
+            got.keys()
+                .filter(|k| !expected.decisions.contains_key(*k))
+                .cloned(),
+        )
+        .take(6)
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} published vs {} reference decisions; first differing (cell, tick): {differing:?}; logs:\n{}",
+        got.len(),
+        expected.decisions.len(),
+        logs()
+    );
 }

@@ -1,9 +1,11 @@
-//! Harness for the end-to-end tests: a Kafka-protocol broker, the real
+//! Harness for the end-to-end tests: an Apache Kafka broker, the real
 //! `primetime` binary as a child process, topic readers.
 //!
-//! Broker: `PRIMETIME_TEST_KAFKA=host:port` (any real cluster), else a
-//! `noida-db` broker this harness starts on a free 127.0.0.1 port and stops
-//! (by PID) when dropped. No broker → the test fails, it does not skip.
+//! Broker: `PRIMETIME_TEST_KAFKA=host:port` (any cluster; `scripts/test.sh`
+//! starts Apache Kafka and sets it), else an Apache Kafka this harness
+//! starts with `tests/kafka-broker/start.sh` on free 127.0.0.1 ports and
+//! stops (by process group) when dropped. No broker → the test fails, it
+//! does not skip.
 //!
 //! Redis: `PRIMETIME_TEST_REDIS` (default `redis://127.0.0.1:6379`, which
 //! the test command starts when nothing answers there), or a private
@@ -20,6 +22,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::admin::{
+    AdminClient, AdminOptions, AlterConfig, NewTopic, ResourceSpecifier, TopicReplication,
+};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -62,8 +68,9 @@ impl Broker {
         self.child.as_ref().map(Child::id)
     }
 
-    /// `PRIMETIME_TEST_KAFKA`, or a fresh `noida-db`. Panics with what to
-    /// do when neither works.
+    /// `PRIMETIME_TEST_KAFKA`, or a fresh Apache Kafka started by
+    /// `tests/kafka-broker/start.sh` (which fetches its jars from Maven
+    /// Central once). Panics with what to do when neither works.
     pub fn start() -> Self {
         if let Ok(addr) = std::env::var("PRIMETIME_TEST_KAFKA") {
             if !addr.trim().is_empty() {
@@ -75,53 +82,69 @@ impl Broker {
             }
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        // Its own process group: `noida-db` is a launcher whose server is a
-        // child process, and the whole group is stopped on drop.
-        let child = Command::new("noida-db")
+        let log = std::fs::File::create(dir.path().join("kafka.log")).expect("broker log");
+        // Its own process group: the script execs the JVM, and the whole
+        // group is stopped on drop.
+        let child = Command::new(repo_root().join("tests/kafka-broker/start.sh"))
             .process_group(0)
-            .args(["start", "--data-dir"])
             .arg(dir.path())
-            .args(["--host", "127.0.0.1", "--only", "kafka", "--kafka-port"])
-            .arg(port.to_string())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| {
                 panic!(
-                    "no Kafka broker: PRIMETIME_TEST_KAFKA is not set and `noida-db` cannot \
-                     start ({e}). Run ./scripts/test.sh, or `pip install noida-db==0.2.3`, or \
-                     set PRIMETIME_TEST_KAFKA=host:port"
+                    "no Kafka broker: PRIMETIME_TEST_KAFKA is not set and \
+                     tests/kafka-broker/start.sh cannot run ({e}). Run ./scripts/test.sh \
+                     (it needs java and mvn), or set PRIMETIME_TEST_KAFKA=host:port"
                 )
             });
-        let addr = format!("127.0.0.1:{port}");
-        let broker = Self {
-            addr,
+        let mut broker = Self {
+            addr: String::new(),
             child: Some(child),
             _dir: Some(dir),
         };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        broker.addr = broker.wait_started();
+        broker
+    }
+
+    /// Waits for the started broker's address file and port (a cold jar
+    /// fetch may take minutes); panics with its log when it does not come.
+    fn wait_started(&mut self) -> String {
+        let dir = self
+            ._dir
+            .as_ref()
+            .map(|d| d.path().to_owned())
+            .unwrap_or_default();
+        let log = || std::fs::read_to_string(dir.join("kafka.log")).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("the Kafka broker exited ({status}):\n{}", log());
+                }
+            }
+            let addr = std::fs::read_to_string(dir.join("bootstrap")).unwrap_or_default();
+            let addr = addr.trim();
+            if !addr.is_empty() && TcpStream::connect(addr).is_ok() {
+                return addr.to_owned();
+            }
             assert!(
                 Instant::now() < deadline,
-                "noida-db did not listen on {port} within 15 s"
+                "the Kafka broker did not answer within 600 s:\n{}",
+                log()
             );
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(100));
         }
-        broker
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {
-            // The group this harness created (its id is the launcher's
-            // PID). The server may take seconds over SIGTERM (it saves its
-            // data); the data is a temporary directory, so it gets SIGKILL
-            // after a short grace period.
+            // The group this harness created (its id is the script's PID,
+            // now the JVM's). Its data is a temporary directory, so there
+            // is no controlled shutdown to wait for: SIGKILL.
             let group = format!("-{}", c.id());
-            let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
-            std::thread::sleep(Duration::from_millis(500));
             let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
             let _ = c.wait();
         }
@@ -266,8 +289,6 @@ fn reader(brokers: &str) -> BaseConsumer {
         .set("bootstrap.servers", brokers)
         .set("group.id", unique("e2e-reader"))
         .set("enable.auto.commit", "false")
-        // noida-db answers fetches without honouring fetch.max.bytes.
-        .set("receive.message.max.bytes", "1000000000")
         .create()
         .expect("kafka reader")
 }
@@ -341,8 +362,72 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<Record> {
     out
 }
 
+/// Runs an admin request to completion on the calling thread.
+fn admin<T>(
+    brokers: &str,
+    f: impl AsyncFnOnce(&AdminClient<DefaultClientContext>, &AdminOptions) -> T,
+) -> T {
+    let client: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("kafka admin client");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("admin runtime")
+        .block_on(f(&client, &opts))
+}
+
+/// Creates `topic` with `partitions` (one replica) and the given topic
+/// configs: for a test that needs a topic other than `--create-topics`
+/// makes it.
+pub fn create_topic(brokers: &str, topic: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let mut new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let results = admin(brokers, async |client, opts| {
+        client.create_topics([&new], opts).await
+    })
+    .expect("create topics");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("creating {t}: {e}"));
+    }
+}
+
+/// Sets `topic`'s configs. AlterConfigs replaces the topic's whole config:
+/// every config that matters must be named.
+pub fn set_topic_configs(brokers: &str, topic: &str, configs: &[(&str, &str)]) {
+    let mut alter = AlterConfig::new(ResourceSpecifier::Topic(topic));
+    for (k, v) in configs {
+        alter = alter.set(k, v);
+    }
+    let results = admin(brokers, async |client, opts| {
+        client.alter_configs([&alter], opts).await
+    })
+    .expect("alter configs");
+    for r in results {
+        r.unwrap_or_else(|(t, e)| panic!("configuring {t:?}: {e}"));
+    }
+}
+
 /// Offsets committed by `group` on `topic`, per partition.
 pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    commits(brokers, group, topic, partitions)
+        .into_iter()
+        .map(|(offset, _)| offset)
+        .collect()
+}
+
+/// Per partition of `topic`: the offset `group` committed (-1 for none)
+/// and the durable tick of its `durable_tick=K` metadata.
+pub fn commits(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<(i64, Option<i64>)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
@@ -357,9 +442,17 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
         .committed_offsets(tpl, Duration::from_secs(10))
         .expect("committed offsets");
     (0..partitions)
-        .map(|p| match c.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => -1,
+        .map(|p| {
+            let e = c.find_partition(topic, p);
+            let offset = match e.as_ref().map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => -1,
+            };
+            let tick = e
+                .as_ref()
+                .and_then(|e| e.metadata().strip_prefix("durable_tick="))
+                .and_then(|t| t.parse().ok());
+            (offset, tick)
         })
         .collect()
 }
@@ -546,40 +639,4 @@ pub fn metric(text: &str, name: &str) -> Option<f64> {
         .find(|l| l.split([' ', '{']).next() == Some(name))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-/// Removes the static member `instance_id` from `group` (a Kafka
-/// `LeaveGroup` v3 request by `group.instance.id`, as an operator or
-/// `AdminClient::removeMembersFromConsumerGroup` does for an instance that
-/// is gone for good). Needed on `noida-db`, which never expires the
-/// session of a member killed with -9; a real cluster expires it after
-/// `session.timeout.ms` anyway. Returns the broker's error code.
-pub fn leave_group(brokers: &str, group: &str, instance_id: &str) -> std::io::Result<i16> {
-    use std::io::{Read, Write};
-    fn string(out: &mut Vec<u8>, s: &str) {
-        out.extend_from_slice(&(s.len() as i16).to_be_bytes());
-        out.extend_from_slice(s.as_bytes());
-    }
-    let addr = brokers.split(',').next().unwrap_or(brokers);
-    let mut msg = Vec::new();
-    msg.extend_from_slice(&13i16.to_be_bytes()); // LeaveGroup
-    msg.extend_from_slice(&3i16.to_be_bytes()); // v3: members by instance id
-    msg.extend_from_slice(&1i32.to_be_bytes()); // correlation id
-    string(&mut msg, "primetime-e2e");
-    string(&mut msg, group);
-    msg.extend_from_slice(&1i32.to_be_bytes()); // one member
-    string(&mut msg, ""); // member id: unknown, found by instance id
-    string(&mut msg, instance_id);
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(&(msg.len() as i32).to_be_bytes())?;
-    s.write_all(&msg)?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len)?;
-    let mut body = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
-    s.read_exact(&mut body)?;
-    // correlation id (4), throttle time (4), error code (2)
-    Ok(body
-        .get(8..10)
-        .map_or(-1, |e| i16::from_be_bytes([e[0], e[1]])))
 }

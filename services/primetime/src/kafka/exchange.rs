@@ -6,6 +6,13 @@
 //! recently listed it (one topic partition, so one total order). An instance
 //! that just lost partitions announces its new list with its next message.
 //! A partition nobody has claimed yet holds ticks back until someone does.
+//!
+//! Hand-overs: a stream that starts from a snapshot at tick `R` covers only
+//! the ticks after `R`, so tick `R` (and earlier) of a partition it just
+//! claimed is answered by the partition's previous claimant, which computed
+//! it — possibly this instance itself in an earlier epoch, so its own
+//! streams are read too. Only when no earlier claimant covers the tick
+//! does the newest claim answer it (as if it had no boundary cell there).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -30,9 +37,24 @@ use crate::pipeline::BoundaryExchange;
 /// How far back a starting instance reads the stats topic.
 const LOOKBACK: Duration = Duration::from_secs(600);
 
+/// Ticks of stats kept behind the newest fired one: a pipeline epoch that
+/// restarts from an older snapshot (after a rebalance) needs the other
+/// instances' stats of the ticks it fires again. Sixty 10 s ticks, the
+/// [`LOOKBACK`] a starting instance reads; the memory is boundary cells
+/// only.
+const RETAINED_TICKS: i64 = 60;
+
+/// Claims remembered per partition, newest last: enough for the hand-overs
+/// of a few rebalances in a row.
+const CLAIM_HISTORY: usize = 8;
+
 /// One instance's stream of stats (per pipeline epoch).
 #[derive(Debug, Default)]
 struct Stream {
+    /// The stream covers the ticks after this one (its first message's
+    /// `after_tick`; `None`: every tick before its first message, a fresh
+    /// start).
+    from: Option<i64>,
     /// Ticks up to this one are covered.
     covered: Option<i64>,
     /// Non-empty summaries by tick; a covered tick without an entry had no
@@ -42,8 +64,9 @@ struct Stream {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Per pipeline partition: the (instance, epoch) that claimed it last.
-    claims: Vec<Option<(String, u32)>>,
+    /// Per pipeline partition: the (instance, epoch)s that claimed it,
+    /// newest last.
+    claims: Vec<Vec<(String, u32)>>,
     streams: FxHashMap<(String, u32), Stream>,
 }
 
@@ -99,14 +122,13 @@ impl KafkaExchange {
         let tpl = consumer.offsets_for_times(tpl, Duration::from_secs(10))?;
         consumer.assign(&tpl)?;
         let state = Arc::new(Mutex::new(State {
-            claims: vec![None; (per_topic * 2) as usize],
+            claims: vec![Vec::new(); (per_topic * 2) as usize],
             streams: FxHashMap::default(),
         }));
         let (changed_tx, changed_rx) = watch::channel(0u64);
         let stop = Arc::new(AtomicBool::new(false));
         let reader = Reader {
             consumer,
-            me: instance.clone(),
             group: config.group_id.clone(),
             state: Arc::clone(&state),
             changed_tx,
@@ -194,11 +216,11 @@ impl BoundaryExchange for KafkaExchange {
         let owned = self.assignment.flags();
         let state = self.state.lock().ok()?;
         let mut streams: Vec<&(String, u32)> = Vec::new();
-        for (p, claim) in state.claims.iter().enumerate() {
+        for (p, claims) in state.claims.iter().enumerate() {
             if owned.get(p).copied().unwrap_or(false) {
                 continue;
             }
-            let claim = claim.as_ref()?;
+            let claim = state.answering(claims, tick.0)?;
             if !streams.contains(&claim) {
                 streams.push(claim);
             }
@@ -226,17 +248,67 @@ impl BoundaryExchange for KafkaExchange {
     }
 
     fn forget_before(&self, tick: Tick) {
+        // A new epoch may restart from a snapshot a few ticks back and ask
+        // for those ticks again: keep as many as a starting instance reads.
+        let keep_from = tick.0.saturating_sub(RETAINED_TICKS);
         if let Ok(mut state) = self.state.lock() {
             for s in state.streams.values_mut() {
-                s.ticks = s.ticks.split_off(&tick.0);
+                s.ticks = s.ticks.split_off(&keep_from);
             }
         }
     }
 }
 
+impl State {
+    /// One stats message: its partitions' newest claim and its stream's
+    /// coverage and cells.
+    fn apply(&mut self, stats: v1::CellStats) {
+        let key = (stats.instance, stats.epoch);
+        for &p in &stats.partitions {
+            if let Some(claims) = self.claims.get_mut(p as usize) {
+                if claims.last() != Some(&key) {
+                    claims.retain(|k| *k != key);
+                    claims.push(key.clone());
+                    if claims.len() > CLAIM_HISTORY {
+                        claims.remove(0);
+                    }
+                }
+            }
+        }
+        let cells: Vec<(CellId, Summary)> = stats
+            .cells
+            .iter()
+            .filter_map(primetime_proto::summary_of)
+            .collect();
+        let stream = self.streams.entry(key).or_insert_with(|| Stream {
+            from: stats.after_tick,
+            ..Stream::default()
+        });
+        stream.covered = Some(stream.covered.map_or(stats.tick, |c| c.max(stats.tick)));
+        if !cells.is_empty() {
+            stream.ticks.insert(stats.tick, cells);
+        }
+    }
+
+    /// The claim whose stream answers for a partition at `tick`: the
+    /// newest one that covers it or will (it started before `tick`), else
+    /// the newest one; `None` while nobody has claimed the partition.
+    fn answering<'a>(&self, claims: &'a [(String, u32)], tick: i64) -> Option<&'a (String, u32)> {
+        let started_before = |key: &(String, u32)| {
+            self.streams
+                .get(key)
+                .is_some_and(|s| s.from.is_none_or(|f| f < tick))
+        };
+        claims
+            .iter()
+            .rev()
+            .find(|k| started_before(k))
+            .or_else(|| claims.last())
+    }
+}
+
 struct Reader {
     consumer: BaseConsumer,
-    me: String,
     group: String,
     state: Arc<Mutex<State>>,
     changed_tx: watch::Sender<u64>,
@@ -264,7 +336,10 @@ impl Reader {
                     continue;
                 }
             };
-            if stats.instance == self.me || stats.group != self.group {
+            // Its own earlier epochs answer for partitions it handed over
+            // (see the module docs); its current one only for partitions
+            // it owns, which it never asks about.
+            if stats.group != self.group {
                 continue;
             }
             self.apply(stats);
@@ -274,24 +349,84 @@ impl Reader {
     }
 
     fn apply(&self, stats: v1::CellStats) {
-        let Ok(mut state) = self.state.lock() else {
-            return;
+        if let Ok(mut state) = self.state.lock() {
+            state.apply(stats);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(
+        instance: &str,
+        epoch: u32,
+        partitions: &[u32],
+        after: Option<i64>,
+        tick: i64,
+    ) -> v1::CellStats {
+        v1::CellStats {
+            instance: instance.into(),
+            group: "g".into(),
+            epoch,
+            partitions: partitions.to_vec(),
+            after_tick: after,
+            tick,
+            cells: Vec::new(),
+        }
+    }
+
+    fn answering(state: &State, partition: usize, tick: i64) -> Option<(String, u32)> {
+        state.answering(&state.claims[partition], tick).cloned()
+    }
+
+    #[test]
+    fn a_partition_handed_over_at_a_snapshot_is_answered_by_its_previous_claimant_up_to_it() {
+        let mut state = State {
+            claims: vec![Vec::new(); 4],
+            streams: FxHashMap::default(),
         };
-        let key = (stats.instance, stats.epoch);
-        for &p in &stats.partitions {
-            if let Some(c) = state.claims.get_mut(p as usize) {
-                *c = Some(key.clone());
-            }
+        assert_eq!(answering(&state, 2, 10), None, "nobody claimed it yet");
+        // b owns partition 2 from the start and runs ahead to tick 12.
+        state.apply(stats("b", 1, &[2], None, 10));
+        state.apply(stats("b", 1, &[2], Some(10), 12));
+        // c takes it over from the snapshot at tick 10: its stream covers
+        // ticks after 10 only.
+        state.apply(stats("c", 3, &[2, 3], Some(10), 11));
+        let b = Some(("b".to_owned(), 1));
+        let c = Some(("c".to_owned(), 3));
+        assert_eq!(answering(&state, 2, 10), b, "tick 10 is b's");
+        assert_eq!(answering(&state, 2, 11), c);
+        assert_eq!(
+            answering(&state, 2, 12),
+            c,
+            "the newest claim, once it covers"
+        );
+        // No earlier claimant for partition 3: the newest claim answers.
+        assert_eq!(answering(&state, 3, 10), c);
+    }
+
+    #[test]
+    fn claims_are_remembered_newest_last_and_bounded() {
+        let mut state = State {
+            claims: vec![Vec::new(); 1],
+            streams: FxHashMap::default(),
+        };
+        for e in 0..(CLAIM_HISTORY as u32 + 3) {
+            state.apply(stats("a", e, &[0], Some(i64::from(e)), i64::from(e) + 1));
+            state.apply(stats(
+                "a",
+                e,
+                &[0],
+                Some(i64::from(e) + 1),
+                i64::from(e) + 2,
+            ));
         }
-        let cells: Vec<(CellId, Summary)> = stats
-            .cells
-            .iter()
-            .filter_map(primetime_proto::summary_of)
-            .collect();
-        let stream = state.streams.entry(key).or_default();
-        stream.covered = Some(stream.covered.map_or(stats.tick, |c| c.max(stats.tick)));
-        if !cells.is_empty() {
-            stream.ticks.insert(stats.tick, cells);
-        }
+        assert_eq!(state.claims[0].len(), CLAIM_HISTORY);
+        assert_eq!(
+            state.claims[0].last().map(|k| k.1),
+            Some(CLAIM_HISTORY as u32 + 2)
+        );
     }
 }

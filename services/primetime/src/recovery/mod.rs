@@ -32,7 +32,8 @@
 //! [`crate::sinks::redis`]; the store is [`crate::redis`].
 //!
 //! From the Kafka adapter this module uses `kafka::consumer::{HaltInfo,
-//! StartAt}` (what an epoch owns and where it reads from) and
+//! Committed, StartAt}` (what an epoch owns and has committed, and where
+//! it reads from) and
 //! `kafka::partition_for_key` (which partition holds a cell's region).
 
 use primetime_core::{Config, Tick};
@@ -65,8 +66,8 @@ pub fn plan_epoch(
     {
         return plan;
     }
-    let durable = info.committed.iter().filter_map(|&(_, _, t)| t).max();
-    let any_commit = info.committed.iter().any(|&(_, o, _)| o.is_some());
+    let durable = info.committed.iter().filter_map(|c| c.durable_tick).max();
+    let any_commit = info.committed.iter().any(|c| c.offset.is_some());
     match durable {
         Some(d) if any_commit => {
             let from_ms = rewind_time(core, Tick(d));
@@ -109,6 +110,7 @@ pub fn rewind_time(core: &Config, durable: Tick) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kafka::consumer::Committed;
 
     #[test]
     fn rewinds_cover_the_next_ticks_windows_and_skip_published_ticks() {
@@ -122,7 +124,10 @@ mod tests {
         );
         let info = HaltInfo {
             assigned: vec![0, 4],
-            committed: vec![(0, Some(10), Some(100)), (4, Some(3), Some(98))],
+            committed: vec![
+                Committed::new(0, Some(10), Some(100)),
+                Committed::new(4, Some(3), Some(98)),
+            ],
         };
         let plan = plan_epoch(&info, 4, None, "g", &c, 1, &|| Some(103));
         assert!(
@@ -136,7 +141,7 @@ mod tests {
         assert!(!plan.complete());
         let fresh = HaltInfo {
             assigned: vec![0, 4],
-            committed: vec![(0, None, None), (4, None, None)],
+            committed: vec![Committed::new(0, None, None), Committed::new(4, None, None)],
         };
         let plan = plan_epoch(&fresh, 4, None, "g", &c, 1, &|| None);
         assert!(matches!(plan.start, EpochStart::Fresh), "{}", plan.start);
@@ -150,7 +155,10 @@ mod tests {
     fn commits_without_a_durable_tick_start_from_the_committed_offsets() {
         let info = HaltInfo {
             assigned: vec![0, 4],
-            committed: vec![(0, Some(10), None), (4, None, None)],
+            committed: vec![
+                Committed::new(0, Some(10), None),
+                Committed::new(4, None, None),
+            ],
         };
         let plan = plan_epoch(&info, 4, None, "g", &Config::default(), 1, &|| Some(7));
         assert!(
@@ -172,7 +180,10 @@ mod tests {
         .expect("a down Redis is not an error");
         let info = HaltInfo {
             assigned: vec![0, 4],
-            committed: vec![(0, Some(10), Some(100)), (4, Some(3), Some(100))],
+            committed: vec![
+                Committed::new(0, Some(10), Some(100)),
+                Committed::new(4, Some(3), Some(100)),
+            ],
         };
         let c = Config::default();
         let started = std::time::Instant::now();

@@ -4,14 +4,21 @@
 //! acknowledged becomes the durable tick, what the consumer may commit up
 //! to (DESIGN §7).
 //!
+//! No price is lost on a failed send: a tick becomes durable only once
+//! every record of it and of every earlier tick is acknowledged; one that
+//! fails (refused by librdkafka or by the broker) stays pending with all
+//! later ticks and is sent again after a back-off, so the consumer never
+//! commits offsets past it ([`publish_loop`]).
+//!
 //! Back-pressure: [`KafkaSink::publish`] hands the tick over a bounded
-//! channel (256 ticks); a full channel (the broker not keeping up for
-//! minutes) blocks the clock there. The publisher thread waits on a full
-//! librdkafka queue, never the reactor.
+//! channel (256 ticks); a full channel (the broker not keeping up, or
+//! refusing, for minutes) blocks the clock there. The publisher thread
+//! waits on a full librdkafka queue, never the reactor.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::time::Duration;
 
 use primetime_core::{PriceDecision, Tick};
@@ -28,6 +35,10 @@ use primetime_proto::price_update;
 /// Ticks queued between the clock and the publisher thread: minutes of
 /// ticks, so only a broker outage makes the clock wait.
 const QUEUED_TICKS: usize = 256;
+
+/// How long one run of ticks may wait for its acknowledgements; then it
+/// counts as failed and is sent again.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A fired tick on its way to the publisher thread.
 struct TickBatch {
@@ -95,6 +106,27 @@ impl PricePublisher {
     }
 }
 
+/// Ticks held by the publisher thread until acknowledged: with the channel,
+/// at most twice [`QUEUED_TICKS`] ticks in memory while the broker refuses
+/// them; then the channel fills and the clock waits.
+const PENDING_TICKS: usize = QUEUED_TICKS;
+
+/// Waits between attempts at ticks the broker did not take: from the first
+/// to the last, doubling.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Attempts at what is still unacknowledged once the sinks are gone
+/// (shutdown); after them the ticks stay non-durable, so no offset covering
+/// them was committed and the next start publishes them again.
+const ATTEMPTS_AT_SHUTDOWN: u32 = 3;
+
+/// Publishes ticks in order. Every tick stays pending until all its records
+/// are acknowledged; a failed send or delivery keeps it (and every later
+/// tick) pending and non-durable, and the whole pending run is sent again
+/// after a back-off (a re-sent (cell, tick) is the same key and version).
+/// The durable tick only ever moves to the end of a run acknowledged whole,
+/// so the consumer never commits past a price that is not on the topic.
 fn publish_loop(
     producer: &ThreadedProducer<DeliveryCounter>,
     counter: &DeliveryCounter,
@@ -103,37 +135,95 @@ fn publish_loop(
     durable: &AtomicI64,
     metrics: &Metrics,
 ) {
-    let mut failures = counter.failures();
-    while let Ok(first) = rx.recv() {
-        // Everything queued goes out before one flush.
-        let mut last = first.tick;
-        let mut n = 0u64;
-        let mut next = Some(first);
-        while let Some(batch) = next {
-            last = batch.tick;
-            for d in &batch.decisions {
-                if let Err(e) = send_price(producer, topic, batch.tick_end_ms, d) {
-                    tracing::error!(error = %e, tick = batch.tick.0, "cannot publish price");
-                }
-                n += 1;
+    let mut pending: VecDeque<TickBatch> = VecDeque::new();
+    let mut closed = false;
+    let mut retry = RETRY_FIRST;
+    let mut attempts_after_close = 0;
+    loop {
+        if pending.is_empty() {
+            match rx.recv() {
+                Ok(batch) => pending.push_back(batch),
+                Err(_) => break,
             }
-            next = rx.try_recv().ok();
         }
-        if let Err(e) = producer.flush(Duration::from_secs(60)) {
-            tracing::error!(error = %e, "prices not acknowledged");
-            continue;
+        // Everything queued goes out before one flush.
+        while !closed && pending.len() < PENDING_TICKS {
+            match rx.try_recv() {
+                Ok(batch) => pending.push_back(batch),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => closed = true,
+            }
         }
-        let now = counter.failures();
-        if now != failures {
-            // Not durable: the consumer must not commit past these ticks.
-            failures = now;
-            tracing::error!(tick = last.0, "prices of a tick failed to deliver");
-            continue;
+        let last = pending.back().map_or(i64::MIN, |b| b.tick.0);
+        match publish_run(producer, counter, topic, &pending) {
+            Ok(records) => {
+                metrics
+                    .prices_published
+                    .fetch_add(records, Ordering::Relaxed);
+                durable.fetch_max(last, Ordering::AcqRel);
+                pending.clear();
+                retry = RETRY_FIRST;
+            }
+            Err(e) => {
+                let first = pending.front().map_or(i64::MIN, |b| b.tick.0);
+                tracing::error!(
+                    error = %e, first_tick = first, last_tick = last, retry_in_ms = retry.as_millis() as u64,
+                    "prices not published: the ticks stay non-durable and are sent again"
+                );
+                if closed {
+                    attempts_after_close += 1;
+                    if attempts_after_close >= ATTEMPTS_AT_SHUTDOWN {
+                        tracing::error!(
+                            first_tick = first,
+                            last_tick = last,
+                            "giving up at shutdown: these ticks were never durable"
+                        );
+                        break;
+                    }
+                }
+                std::thread::sleep(retry);
+                retry = (retry * 2).min(RETRY_MAX);
+            }
         }
-        metrics.prices_published.fetch_add(n, Ordering::Relaxed);
-        durable.fetch_max(last.0, Ordering::AcqRel);
+        if closed && pending.is_empty() {
+            break;
+        }
     }
     let _ = producer.flush(Duration::from_secs(30));
+}
+
+/// Sends every record of `pending` and waits for their acknowledgements;
+/// the number of records, or why some were not taken. A send that fails
+/// stops the run, but what was already enqueued is flushed first, so its
+/// late delivery reports cannot count against the next run.
+fn publish_run(
+    producer: &ThreadedProducer<DeliveryCounter>,
+    counter: &DeliveryCounter,
+    topic: &str,
+    pending: &VecDeque<TickBatch>,
+) -> Result<u64, KafkaError> {
+    let before = counter.failures();
+    let mut records = 0u64;
+    let mut sent = Ok(());
+    'run: for batch in pending {
+        for d in &batch.decisions {
+            sent = send_price(producer, topic, batch.tick_end_ms, d);
+            if sent.is_err() {
+                break 'run;
+            }
+            records += 1;
+        }
+    }
+    let flushed = producer.flush(FLUSH_TIMEOUT);
+    sent?;
+    flushed?;
+    let failed = counter.failures() - before;
+    if failed > 0 {
+        return Err(KafkaError::Delivery(format!(
+            "{failed} of {records} prices to {topic}"
+        )));
+    }
+    Ok(records)
 }
 
 fn send_price(

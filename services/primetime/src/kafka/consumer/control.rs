@@ -25,9 +25,30 @@ pub enum StartAt {
 pub struct HaltInfo {
     /// Assigned pipeline input partitions.
     pub assigned: Vec<u32>,
-    /// Per assigned input partition: the committed offset and the durable
-    /// tick of that commit (its metadata), when there are.
-    pub committed: Vec<(u32, Option<i64>, Option<i64>)>,
+    /// Per assigned input partition: what the group committed for it.
+    pub committed: Vec<Committed>,
+}
+
+/// One input partition's commit, as read back from the group.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Committed {
+    /// The pipeline input partition.
+    pub partition: u32,
+    /// The committed offset (the next record to read), if any.
+    pub offset: Option<i64>,
+    /// The durable tick that commit covered (its `durable_tick=K`
+    /// metadata), if any.
+    pub durable_tick: Option<i64>,
+}
+
+impl Committed {
+    pub fn new(partition: u32, offset: Option<i64>, durable_tick: Option<i64>) -> Self {
+        Self {
+            partition,
+            offset,
+            durable_tick,
+        }
+    }
 }
 
 /// Where an epoch starts one pipeline input partition.
@@ -103,7 +124,7 @@ mod tests {
         };
         let info = HaltInfo {
             assigned: vec![1],
-            committed: vec![(1, Some(4), None)],
+            committed: vec![Committed::new(1, Some(4), None)],
         };
         reply.try_send(info.clone()).unwrap();
         assert_eq!(rx.recv().unwrap(), info);

@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use primetime_core::{Reason, Tick, Watermark};
 
 use self::control::Request;
-pub use self::control::{ControlError, HaltInfo, Resumed, StartAt, StartOffset};
+pub use self::control::{Committed, ControlError, HaltInfo, Resumed, StartAt, StartOffset};
 use self::idleness::IngestClock;
 use self::poller::Poller;
 use super::producer::DeadLetters;

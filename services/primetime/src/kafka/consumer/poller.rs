@@ -14,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::control::{ControlError, HaltInfo, Request, Resumed, StartAt, StartOffset};
+use super::control::{Committed, ControlError, HaltInfo, Request, Resumed, StartAt, StartOffset};
 use super::idleness::Idleness;
 use super::{KafkaEvent, Shared, set_assigned};
 use crate::kafka::{InputSource, KafkaConfig, KafkaError, PartitionMap, TopicPartition};
@@ -359,7 +359,7 @@ impl Poller {
                 .as_ref()
                 .and_then(|e| e.metadata().strip_prefix("durable_tick="))
                 .and_then(|t| t.parse().ok());
-            committed.push((i, offset, tick));
+            committed.push(Committed::new(i, offset, tick));
         }
         if let Err(e) = &answer {
             tracing::warn!(error = %e, "cannot read committed offsets");
@@ -374,8 +374,11 @@ impl Poller {
     /// Returns the offsets.
     fn start_at(&mut self, positions: &BTreeMap<u32, StartAt>) -> Vec<StartOffset> {
         let info = self.halt_info();
-        let committed: HashMap<u32, Option<i64>> =
-            info.committed.iter().map(|&(i, o, _)| (i, o)).collect();
+        let committed: HashMap<u32, Option<i64>> = info
+            .committed
+            .iter()
+            .map(|c| (c.partition, c.offset))
+            .collect();
         let offsets: Vec<StartOffset> = info
             .assigned
             .iter()
