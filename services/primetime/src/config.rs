@@ -64,6 +64,8 @@ pub struct ServiceConfig {
     /// (4,000 riders) leaving 2 s after start, so a fresh `serve` shows a
     /// surge within ~20 s.
     pub sim: SimConfig,
+    /// Quotes: lifetime, confirmation threshold, signing keys.
+    pub quotes: crate::quotes::QuoteConfig,
 }
 
 impl Default for ServiceConfig {
@@ -84,6 +86,7 @@ impl Default for ServiceConfig {
             kafka: crate::kafka::KafkaConfig::default(),
             redis: crate::redis::RedisConfig::default(),
             sim: embedded_sim(),
+            quotes: crate::quotes::QuoteConfig::default(),
         }
     }
 }
@@ -226,6 +229,7 @@ impl ServiceConfig {
         }
         problems.extend(self.kafka.problems());
         problems.extend(self.redis.problems());
+        problems.extend(self.quotes.problems());
         if self.redis.enabled() && !self.kafka.enabled() {
             problems.push(
                 "redis.url: Redis is used in Kafka mode only (set kafka.brokers, or leave redis.url empty)"

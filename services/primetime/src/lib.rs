@@ -31,6 +31,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod quotes;
 pub mod recovery;
 pub mod redis;
 pub mod replay;

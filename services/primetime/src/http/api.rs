@@ -72,7 +72,12 @@ fn answer_found<'a>(cell: CellId, found: &'a Found, s: &'a Status) -> PriceAnswe
     }
 }
 
-fn cell_at(state: &AppState, lat: f64, lng: f64, field: &str) -> Result<CellId, ApiError> {
+pub(super) fn cell_at(
+    state: &AppState,
+    lat: f64,
+    lng: f64,
+    field: &str,
+) -> Result<CellId, ApiError> {
     state
         .geo
         .cell_of(lat, lng)
@@ -95,7 +100,10 @@ pub async fn price(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
 }
 
 /// Reads the body up to `limit` bytes.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+pub(super) async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::Read(e.to_string()))?;
@@ -330,7 +338,17 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)
-        .body(state.metrics.render((state.now_ms)()))
+        .body(render_metrics(&state))
+}
+
+/// The service's exposition with the quote counters before its `# EOF`.
+fn render_metrics(state: &AppState) -> String {
+    let mut out = state.metrics.render((state.now_ms)());
+    let eof = out.rfind("# EOF").unwrap_or(out.len());
+    out.truncate(eof);
+    state.quotes.metrics.render(&mut out);
+    out.push_str("# EOF\n");
+    out
 }
 
 /// Watermark, lag, throughput and rejects, for the map header and

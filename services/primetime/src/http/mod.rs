@@ -20,18 +20,20 @@ mod error;
 mod lookup;
 mod openapi;
 mod params;
+mod quotes;
 
 use std::sync::Arc;
 
 use actix_web::{HttpRequest, web};
 use primetime_core::Geo;
 
-pub use answers::{ErrorBody, PriceAnswer};
+pub use answers::{ErrorBody, PriceAnswer, QuoteAnswer};
 pub use error::ApiError;
 pub use lookup::{Decision, Found, PriceLookup, SharedDecision};
 pub use openapi::document as openapi_document;
 
 use crate::metrics::Metrics;
+use crate::quotes::QuoteDesk;
 use crate::table::{ActiveView, PriceTable};
 
 /// Most locations in one `POST /v1/prices`.
@@ -60,6 +62,23 @@ pub struct AppState {
     /// Where a cell's current decision is read: the table itself, or the
     /// wiring's combination with a shared store.
     pub prices: Arc<dyn PriceLookup>,
+    /// Quote keys, terms, counters and audit trail.
+    pub quotes: Arc<QuoteDesk>,
+}
+
+/// What a route needs of an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Read,
+    Quote,
+    Admin,
+}
+
+impl AppState {
+    /// Whether the request may use a route needing `scope`.
+    pub(crate) fn authorize(&self, _req: &HttpRequest, _scope: Scope) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 /// Registers every route on an actix-web app. A known path asked with a
@@ -68,11 +87,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
     cfg.app_data(web::Data::new(state))
         .service(only_get("/", index))
         .service(only_get("/v1/price", api::price))
-        .service(
-            web::resource("/v1/prices")
-                .route(web::post().to(api::prices))
-                .default_service(web::to(not_allowed("POST"))),
-        )
+        .service(only_post("/v1/prices", api::prices))
+        .service(only_post("/v1/quotes", quotes::issue))
+        .service(only_post("/v1/quotes/redeem", quotes::redeem))
         .service(only_get("/v1/cells", api::cells))
         .service(only_get("/v1/cells/{cell}", api::cell))
         .service(only_get("/v1/status", api::service_status))
@@ -93,6 +110,18 @@ where
     web::resource(path)
         .route(web::get().to(handler))
         .default_service(web::to(not_allowed("GET")))
+}
+
+/// A path served by POST only.
+fn only_post<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::post().to(handler))
+        .default_service(web::to(not_allowed("POST")))
 }
 
 /// The handler of every other method on a known path.

@@ -8,9 +8,9 @@ use actix_web::{HttpResponse, web};
 use serde_json::Value;
 use utoipa::OpenApi;
 
-use super::api;
 use super::params::{BBOX_PATTERN, CellShape};
 use super::{AppState, Limits, MAX_BATCH};
+use super::{api, quotes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,6 +21,8 @@ use super::{AppState, Limits, MAX_BATCH};
     paths(
         api::price,
         api::prices,
+        quotes::issue,
+        quotes::redeem,
         api::cells,
         api::cell,
         api::service_status,

@@ -8,9 +8,11 @@ use std::sync::LazyLock;
 use actix_web::HttpRequest;
 use primetime_core::{CellId, Geo};
 use serde::Deserialize;
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
+use crate::quotes::MAX_TOKEN_LEN;
 
 /// A latitude in [-90, 90] (no exponent, no leading `+`).
 const LAT: &str = r"-?(?:90(?:\.0+)?|[1-8]?[0-9](?:\.[0-9]+)?)";
@@ -235,6 +237,90 @@ pub struct Location {
     pub lat: f64,
     #[schema(minimum = -180, maximum = 180)]
     pub lng: f64,
+}
+
+/// Longest `rider_id` / `session_id` of a quote request.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Body of `POST /v1/quotes`.
+#[derive(Debug, ToSchema)]
+pub struct QuoteRequest {
+    #[schema(minimum = -90, maximum = 90)]
+    pub lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
+    pub lng: f64,
+    /// The backend's rider id, written into the quote (at most 128
+    /// characters).
+    #[schema(max_length = 128)]
+    pub rider_id: Option<String>,
+    /// The backend's session id, written into the quote (at most 128
+    /// characters).
+    #[schema(max_length = 128)]
+    pub session_id: Option<String>,
+}
+
+impl QuoteRequest {
+    /// Parses and validates a body, naming the offending field.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let v = json_object(body)?;
+        Ok(Self {
+            lat: coordinate("lat", v.get("lat").and_then(Value::as_f64), 90.0)?,
+            lng: coordinate("lng", v.get("lng").and_then(Value::as_f64), 180.0)?,
+            rider_id: optional_id(&v, "rider_id")?,
+            session_id: optional_id(&v, "session_id")?,
+        })
+    }
+}
+
+/// Body of `POST /v1/quotes/redeem`.
+#[derive(Debug, ToSchema)]
+pub struct RedeemRequest {
+    /// The `quote_id` of a quote (a signed token).
+    #[schema(min_length = 1, max_length = 1024)]
+    pub quote_id: String,
+}
+
+impl RedeemRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let v = json_object(body)?;
+        let quote_id = match v.get("quote_id") {
+            None | Some(Value::Null) => return Err(ApiError::field("quote_id", "is required")),
+            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_TOKEN_LEN => {
+                s.clone()
+            }
+            Some(_) => {
+                return Err(ApiError::field(
+                    "quote_id",
+                    format!("must be a string of 1 to {MAX_TOKEN_LEN} characters"),
+                ));
+            }
+        };
+        Ok(Self { quote_id })
+    }
+}
+
+/// A JSON object body.
+fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::InvalidBody("must be a JSON object".to_owned())),
+        Err(e) => Err(ApiError::InvalidBody(e.to_string())),
+    }
+}
+
+/// An optional string field of at most [`MAX_ID_LEN`] characters.
+fn optional_id(
+    v: &serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, ApiError> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.chars().count() <= MAX_ID_LEN => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::field(
+            field,
+            format!("must be a string of at most {MAX_ID_LEN} characters"),
+        )),
+    }
 }
 
 fn query_pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError> {

@@ -147,6 +147,10 @@ fn start_http(config: &ServiceConfig, parts: &Parts) -> anyhow::Result<actix_web
             table: Arc::clone(&parts.table),
             remote: Arc::clone(&parts.remote),
         }),
+        quotes: Arc::new(crate::quotes::QuoteDesk::new(
+            &config.quotes,
+            Arc::new(crate::quotes::NoAudit),
+        )),
     };
     let addr = config.socket_addr();
     Ok(HttpServer::new(move || {
