@@ -66,6 +66,8 @@ pub struct ServiceConfig {
     pub sim: SimConfig,
     /// Quotes: lifetime, confirmation threshold, signing keys.
     pub quotes: crate::quotes::QuoteConfig,
+    /// Prices at a past time: retention and per-cell bound of the history.
+    pub history: crate::history::HistoryConfig,
 }
 
 impl Default for ServiceConfig {
@@ -87,6 +89,7 @@ impl Default for ServiceConfig {
             redis: crate::redis::RedisConfig::default(),
             sim: embedded_sim(),
             quotes: crate::quotes::QuoteConfig::default(),
+            history: crate::history::HistoryConfig::default(),
         }
     }
 }
@@ -230,6 +233,7 @@ impl ServiceConfig {
         problems.extend(self.kafka.problems());
         problems.extend(self.redis.problems());
         problems.extend(self.quotes.problems());
+        problems.extend(self.history.problems());
         if self.redis.enabled() && !self.kafka.enabled() {
             problems.push(
                 "redis.url: Redis is used in Kafka mode only (set kafka.brokers, or leave redis.url empty)"

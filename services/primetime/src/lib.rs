@@ -18,6 +18,9 @@
 //! - [`dataset`]: the model's training set from the simulator;
 //! - [`table`]: the in-memory price table HTTP reads lock-free;
 //! - [`http`]: the actix-web API;
+//! - [`quotes`]: signed quotes (tokens, keys, counters, audit trail);
+//! - [`history`]: the per-cell history of price changes (prices at a past
+//!   time);
 //! - [`metrics`]: Prometheus metrics;
 //! - [`model`]: the ONNX model or, when it cannot load, fallback mode;
 //! - [`wall_clock`]: the one place the wall clock is read.
@@ -25,6 +28,7 @@
 pub mod cli;
 pub mod config;
 pub mod dataset;
+pub mod history;
 pub mod http;
 pub mod inputs;
 pub mod kafka;

@@ -28,6 +28,10 @@ pub struct PriceAnswer<'a> {
     /// No tick published within `stale_after_ms`, or the shared price
     /// table could not be read (answered from memory).
     pub stale: bool,
+    /// `GET /v1/price?at=` only: the time asked; `tick` is then the tick
+    /// in force at it and `stale` is `false` (the past does not go stale).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<i64>,
 }
 
 /// A cell's price with its centre and the decision's explanation.
@@ -127,6 +131,38 @@ pub struct ServiceStatus<'a> {
     /// `null` when not consuming from Kafka.
     pub kafka_assigned_partitions: Option<i64>,
     pub ticks_fired: u64,
+}
+
+/// One decision of a cell's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    #[schema(minimum = 1.0)]
+    pub multiplier: f64,
+    /// `false`: no decision (1.0).
+    pub priced: bool,
+    /// The tick that decided it (`null` when unpriced).
+    pub since_tick: Option<i64>,
+    /// In force from this time (the tick's end), ms since the Unix epoch.
+    pub since_ms: Option<i64>,
+    pub model_version: Option<String>,
+}
+
+/// The answer of `GET /v1/cells/{cell}/history`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryAnswer {
+    #[schema(value_type = String, example = "8828308281fffff")]
+    pub cell: CellId,
+    pub from: i64,
+    /// The end asked, capped at `known_until_ms`.
+    pub to: i64,
+    /// The decision in force at `from`.
+    pub at_from: HistoryEntry,
+    /// Every change after `from` up to `to`, oldest first.
+    pub changes: Vec<HistoryEntry>,
+    /// The end of the newest fired tick.
+    pub known_until_ms: Option<i64>,
+    /// The earliest time the history answers for any cell.
+    pub retained_from_ms: Option<i64>,
 }
 
 /// What a quote promises (issued, or honoured at redeem).

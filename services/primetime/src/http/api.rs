@@ -19,7 +19,7 @@ use super::lookup::{Decision, Found};
 use super::params::{
     BatchRequest, CellParam, CellPath, CellsQuery, PriceQuery, coordinate, coordinate_named,
 };
-use super::{AppState, MAX_BATCH};
+use super::{AppState, MAX_BATCH, Scope};
 
 /// Freshness of the answers, read once per request.
 pub(super) struct Status {
@@ -58,6 +58,7 @@ fn answer_found<'a>(cell: CellId, found: &'a Found, s: &'a Status) -> PriceAnswe
                 tick: s.tick,
                 model_version: s.model_version.as_str(),
                 stale: s.stale || found.degraded,
+                at: None,
             };
         }
     };
@@ -69,6 +70,7 @@ fn answer_found<'a>(cell: CellId, found: &'a Found, s: &'a Status) -> PriceAnswe
         tick: s.tick,
         model_version,
         stale: s.stale || found.degraded,
+        at: None,
     }
 }
 
@@ -88,11 +90,20 @@ pub(super) fn cell_at(
 #[utoipa::path(get, path = "/v1/price", params(PriceQuery),
     responses(
         (status = 200, description = "The price (1.0 with `priced: false` when unpriced)", body = PriceAnswer),
-        (status = 400, description = "Missing or invalid `lat`/`lng`, or an unreadable query string", body = ErrorBody),
+        (status = 400, description = "Missing or invalid `lat`/`lng`/`at`, or an unreadable query string", body = ErrorBody),
+        (status = 401, description = "API keys are configured and none (or an invalid one) was sent", body = ErrorBody),
+        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
+        (status = 410, description = "`at` lies before the retained history (`outside_retention`)", body = ErrorBody),
+        (status = 422, description = "`at` lies after the newest fired tick (`not_yet_known`: retry later)", body = ErrorBody),
+        (status = 429, description = "The key's rate limit is exhausted (`Retry-After`)", body = ErrorBody),
     ))]
 pub async fn price(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::Read)?;
     let q = PriceQuery::from_request(&req)?;
     let cell = cell_at(&state, q.lat, q.lng, "lat")?;
+    if let Some(at) = q.at {
+        return super::history::price_at(&state, cell, at);
+    }
     let s = status(&state);
     let found = state.prices.lookup(&[cell]).await;
     let found = found.first().cloned().unwrap_or_default();

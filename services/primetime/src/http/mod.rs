@@ -17,6 +17,7 @@
 mod answers;
 mod api;
 mod error;
+mod history;
 mod lookup;
 mod openapi;
 mod params;
@@ -92,6 +93,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
         .service(only_post("/v1/quotes/redeem", quotes::redeem))
         .service(only_get("/v1/cells", api::cells))
         .service(only_get("/v1/cells/{cell}", api::cell))
+        .service(only_get("/v1/cells/{cell}/history", history::cell_history))
         .service(only_get("/v1/status", api::service_status))
         .service(only_get("/healthz", api::healthz))
         .service(only_get("/readyz", api::readyz))

@@ -10,7 +10,7 @@ use utoipa::OpenApi;
 
 use super::params::{BBOX_PATTERN, CellShape};
 use super::{AppState, Limits, MAX_BATCH};
-use super::{api, quotes};
+use super::{api, history, quotes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,7 @@ use super::{api, quotes};
         quotes::redeem,
         api::cells,
         api::cell,
+        history::cell_history,
         api::service_status,
         api::healthz,
         api::readyz,
@@ -51,6 +52,7 @@ pub fn document(price_resolution: u8, limits: &Limits) -> Value {
     set_pattern(&mut doc, "/v1/cells", "bbox", &BBOX_PATTERN);
     let cell = CellShape::new(price_resolution).pattern();
     set_pattern(&mut doc, "/v1/cells/{cell}", "cell", &cell);
+    set_pattern(&mut doc, "/v1/cells/{cell}/history", "cell", &cell);
     doc
 }
 

@@ -35,7 +35,15 @@ pub struct PriceQuery {
     /// Longitude, degrees (WGS 84).
     #[param(minimum = -180, maximum = 180)]
     pub lng: f64,
+    /// A past time, ms since the Unix epoch: the decision in force then,
+    /// from the per-cell history (410 before the retained history, 422
+    /// after the newest fired tick). Absent: the current price.
+    #[param(minimum = 0, maximum = 253402300799999_i64)]
+    pub at: Option<i64>,
 }
+
+/// Latest time accepted in `at`, `from`, `to`: 9999-12-31T23:59:59.999Z.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
 impl PriceQuery {
     pub fn from_request(req: &HttpRequest) -> Result<Self, ApiError> {
@@ -43,7 +51,50 @@ impl PriceQuery {
         Ok(Self {
             lat: coordinate("lat", param(&pairs, "lat")?.parse().ok(), 90.0)?,
             lng: coordinate("lng", param(&pairs, "lng")?.parse().ok(), 180.0)?,
+            at: optional_time(&pairs, "at")?,
         })
+    }
+}
+
+/// Query of `GET /v1/cells/{cell}/history`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Start, ms since the Unix epoch: the answer begins with the decision
+    /// in force then (410 before the retained history, 422 after the
+    /// newest fired tick).
+    #[param(minimum = 0, maximum = 253402300799999_i64)]
+    pub from: i64,
+    /// End (inclusive), ms since the Unix epoch, at least `from` (400
+    /// otherwise). Default and cap: the end of the newest fired tick.
+    #[param(minimum = 0, maximum = 253402300799999_i64)]
+    pub to: Option<i64>,
+}
+
+impl HistoryQuery {
+    pub fn from_request(req: &HttpRequest) -> Result<Self, ApiError> {
+        let pairs = query_pairs(req)?;
+        let from =
+            optional_time(&pairs, "from")?.ok_or_else(|| ApiError::field("from", "is required"))?;
+        let to = optional_time(&pairs, "to")?;
+        if to.is_some_and(|to| to < from) {
+            return Err(ApiError::field("to", "must not be before from"));
+        }
+        Ok(Self { from, to })
+    }
+}
+
+/// An optional time parameter: an integer in `0..=MAX_TIME_MS`.
+fn optional_time(pairs: &[(String, String)], name: &str) -> Result<Option<i64>, ApiError> {
+    let Some((_, raw)) = pairs.iter().find(|(k, _)| k == name) else {
+        return Ok(None);
+    };
+    match raw.parse::<i64>() {
+        Ok(v) if (0..=MAX_TIME_MS).contains(&v) && !raw.starts_with('+') => Ok(Some(v)),
+        _ => Err(ApiError::field(
+            name,
+            format!("must be an integer in [0, {MAX_TIME_MS}] (ms since the Unix epoch)"),
+        )),
     }
 }
 

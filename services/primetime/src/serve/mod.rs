@@ -55,7 +55,10 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     let choice = crate::model::choose(&config.model, config.core.policy.fallback);
     metrics.set_model_fallback(choice.fallback_reason.is_some());
     let parts = Parts {
-        table: Arc::new(PriceTable::new(choice.model.version())),
+        table: Arc::new(PriceTable::with_history(
+            choice.model.version(),
+            crate::history::History::new(config.core.bucket_ms, &config.history),
+        )),
         model: choice.model,
         active: Arc::new(ActiveView::new(config.shards)),
         metrics,

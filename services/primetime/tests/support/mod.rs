@@ -96,6 +96,12 @@ pub fn fixture_with(quotes: &QuoteConfig) -> Fixture {
         .expect("the engine surged the stadium");
     assert!(last.multiplier.value() > 1.0);
     table.publish(last.tick, last.tick.end_ms(10_000), 1_000_000, &decisions);
+    fixture_over(table, quotes, last)
+}
+
+/// The app state over `table` (filled by the caller); `last` is what the
+/// tests compare with.
+pub fn fixture_over(table: Arc<PriceTable>, quotes: &QuoteConfig, last: PriceDecision) -> Fixture {
     let now = Arc::new(AtomicI64::new(1_000_500));
     let audit = Arc::new(MemoryAudit::new(1000));
     let clock = Arc::clone(&now);
