@@ -68,6 +68,9 @@ pub struct ServiceConfig {
     pub quotes: crate::quotes::QuoteConfig,
     /// Prices at a past time: retention and per-cell bound of the history.
     pub history: crate::history::HistoryConfig,
+    /// API keys (hashed) with scopes and rate limits; none (the default) =
+    /// every route open.
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Default for ServiceConfig {
@@ -90,6 +93,7 @@ impl Default for ServiceConfig {
             sim: embedded_sim(),
             quotes: crate::quotes::QuoteConfig::default(),
             history: crate::history::HistoryConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -234,6 +238,7 @@ impl ServiceConfig {
         problems.extend(self.redis.problems());
         problems.extend(self.quotes.problems());
         problems.extend(self.history.problems());
+        problems.extend(self.auth.problems());
         if self.redis.enabled() && !self.kafka.enabled() {
             problems.push(
                 "redis.url: Redis is used in Kafka mode only (set kafka.brokers, or leave redis.url empty)"

@@ -2,6 +2,7 @@
 //! pure `primetime-core` (DESIGN §2, §6, §7).
 //!
 //! Modules (ARCHITECTURE.md draws the tree):
+//! - [`auth`]: API keys (hashed, scoped) and per-key rate limits;
 //! - [`cli`]: the command line (`serve`, `simulate`, `replay`);
 //! - [`config`]: typed configuration from flags, environment and file;
 //! - [`pipeline`]: source thread → shard actors → tick clock, and the
@@ -25,6 +26,7 @@
 //! - [`model`]: the ONNX model or, when it cannot load, fallback mode;
 //! - [`wall_clock`]: the one place the wall clock is read.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dataset;

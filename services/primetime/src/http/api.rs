@@ -91,11 +91,8 @@ pub(super) fn cell_at(
     responses(
         (status = 200, description = "The price (1.0 with `priced: false` when unpriced)", body = PriceAnswer),
         (status = 400, description = "Missing or invalid `lat`/`lng`/`at`, or an unreadable query string", body = ErrorBody),
-        (status = 401, description = "API keys are configured and none (or an invalid one) was sent", body = ErrorBody),
-        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
         (status = 410, description = "`at` lies before the retained history (`outside_retention`)", body = ErrorBody),
         (status = 422, description = "`at` lies after the newest fired tick (`not_yet_known`: retry later)", body = ErrorBody),
-        (status = 429, description = "The key's rate limit is exhausted (`Retry-After`)", body = ErrorBody),
     ))]
 pub async fn price(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.authorize(&req, Scope::Read)?;
@@ -138,9 +135,11 @@ pub(super) async fn read_body(
         (status = 413, description = "Body above `max_body_bytes`, or more than 1,000 locations", body = ErrorBody),
     ))]
 pub async fn prices(
+    req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::Read)?;
     let body = read_body(payload, state.limits.max_body_bytes).await?;
     // Fast path: the typed shape. Only a body that does not fit it is
     // parsed again as a generic value, to name the offending field.
@@ -207,6 +206,7 @@ fn batch_cells_slow(state: &AppState, body: &[u8]) -> Result<Vec<CellId>, ApiErr
         (status = 404, description = "An index of the right shape that names no H3 cell", body = ErrorBody),
     ))]
 pub async fn cell(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::Read)?;
     let path = CellPath::from_request(&req);
     let cell = match path.parse(&state.geo)? {
         CellParam::Cell(cell) => cell,
@@ -241,6 +241,7 @@ pub async fn cell(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         (status = 400, description = "Missing or invalid `bbox` (or min above max)", body = ErrorBody),
     ))]
 pub async fn cells(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::Read)?;
     let b = CellsQuery::from_request(&req)?.bbox()?;
     let limit = state.limits.max_bbox_cells;
     let (priced, mut truncated) = state
@@ -358,6 +359,7 @@ fn render_metrics(state: &AppState) -> String {
     let eof = out.rfind("# EOF").unwrap_or(out.len());
     out.truncate(eof);
     state.quotes.metrics.render(&mut out);
+    state.auth.render(&mut out);
     out.push_str("# EOF\n");
     out
 }
@@ -365,7 +367,11 @@ fn render_metrics(state: &AppState) -> String {
 /// Watermark, lag, throughput and rejects, for the map header and
 /// operators.
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, description = "Status", body = ServiceStatus)))]
-pub async fn service_status(state: web::Data<AppState>) -> HttpResponse {
+pub async fn service_status(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::Admin)?;
     let s = status(&state);
     let now = (state.now_ms)();
     let m = &state.metrics;
@@ -374,7 +380,7 @@ pub async fn service_status(state: web::Data<AppState>) -> HttpResponse {
     let rejected: BTreeMap<&'static str, u64> =
         m.rejected().iter().map(|(r, n)| (r.as_str(), n)).collect();
     let assigned = m.assigned_partitions.load(Relaxed);
-    HttpResponse::Ok().json(ServiceStatus {
+    Ok(HttpResponse::Ok().json(ServiceStatus {
         tick: s.tick,
         model_version: s.model_version.as_str(),
         stale: s.stale,
@@ -387,7 +393,7 @@ pub async fn service_status(state: web::Data<AppState>) -> HttpResponse {
         priced_cells: state.table.len(),
         kafka_assigned_partitions: (assigned >= 0).then_some(assigned),
         ticks_fired: m.ticks_fired.load(Relaxed),
-    })
+    }))
 }
 
 /// Unknown paths: a JSON 404 like every other error.

@@ -84,12 +84,9 @@ fn entry(change: Option<Change>, bucket_ms: i64) -> HistoryEntry {
     responses(
         (status = 200, description = "The decision in force at `from` and the changes after it", body = HistoryAnswer),
         (status = 400, description = "Not an H3 index at the price resolution; a missing or invalid `from`/`to`, or `to` before `from`", body = ErrorBody),
-        (status = 401, description = "API keys are configured and none (or an invalid one) was sent", body = ErrorBody),
-        (status = 403, description = "The key lacks the `read` scope", body = ErrorBody),
         (status = 404, description = "An index of the right shape that names no H3 cell", body = ErrorBody),
         (status = 410, description = "`from` lies before the retained history (`outside_retention`)", body = ErrorBody),
         (status = 422, description = "`from` lies after the newest fired tick (`not_yet_known`: retry later)", body = ErrorBody),
-        (status = 429, description = "The key's rate limit is exhausted (`Retry-After`)", body = ErrorBody),
     ))]
 pub async fn cell_history(
     req: HttpRequest,

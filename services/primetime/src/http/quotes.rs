@@ -19,10 +19,7 @@ use crate::quotes::{AuditEvent, AuditKind, Claims, RedeemOutcome, TokenError};
     responses(
         (status = 200, description = "The quote; redeem its `quote_id` before `expires_at`", body = QuoteAnswer),
         (status = 400, description = "Invalid JSON, or a missing or invalid field", body = ErrorBody),
-        (status = 401, description = "API keys are configured and none (or an invalid one) was sent", body = ErrorBody),
-        (status = 403, description = "The key lacks the `quote` scope", body = ErrorBody),
         (status = 413, description = "Body above `max_body_bytes`", body = ErrorBody),
-        (status = 429, description = "The key's rate limit is exhausted (`Retry-After`)", body = ErrorBody),
     ))]
 pub async fn issue(
     req: HttpRequest,
@@ -119,11 +116,8 @@ fn terms(state: &AppState, cell: CellId, quote_id: String, c: &Claims) -> QuoteT
     responses(
         (status = 200, description = "Valid: charge `multiplier` (idempotent: the same answer while valid)", body = RedeemAnswer),
         (status = 400, description = "Invalid JSON, a missing `quote_id`, or a malformed, altered, forged or unknown-key quote (`invalid_quote`, `unknown_quote_key`)", body = ErrorBody),
-        (status = 401, description = "API keys are configured and none (or an invalid one) was sent", body = ErrorBody),
-        (status = 403, description = "The key lacks the `quote` scope", body = ErrorBody),
         (status = 409, description = "Expired (`quote_expired`): `quote` is a fresh quote for the same cell", body = ErrorBody),
         (status = 413, description = "Body above `max_body_bytes`", body = ErrorBody),
-        (status = 429, description = "The key's rate limit is exhausted (`Retry-After`)", body = ErrorBody),
     ))]
 pub async fn redeem(
     req: HttpRequest,

@@ -154,6 +154,7 @@ fn start_http(config: &ServiceConfig, parts: &Parts) -> anyhow::Result<actix_web
             &config.quotes,
             Arc::new(crate::quotes::NoAudit),
         )),
+        auth: Arc::new(crate::auth::Auth::new(&config.auth)),
     };
     let addr = config.socket_addr();
     Ok(HttpServer::new(move || {

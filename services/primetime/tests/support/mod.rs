@@ -121,6 +121,7 @@ pub fn fixture_over(table: Arc<PriceTable>, quotes: &QuoteConfig, last: PriceDec
             quotes,
             Arc::clone(&audit) as Arc<dyn QuoteAudit>,
         )),
+        auth: Arc::new(primetime::auth::Auth::open()),
     };
     Fixture {
         state,
