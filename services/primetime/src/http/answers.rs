@@ -153,7 +153,7 @@ pub struct HistoryAnswer {
     #[schema(value_type = String, example = "8828308281fffff")]
     pub cell: CellId,
     pub from: i64,
-    /// The end asked, capped at `known_until_ms`.
+    /// The end asked, capped at `known_until_ms`, and at least `from`.
     pub to: i64,
     /// The decision in force at `from`.
     pub at_from: HistoryEntry,

@@ -83,7 +83,7 @@ fn entry(change: Option<Change>, bucket_ms: i64) -> HistoryEntry {
 #[utoipa::path(get, path = "/v1/cells/{cell}/history", params(CellPath, HistoryQuery),
     responses(
         (status = 200, description = "The decision in force at `from` and the changes after it", body = HistoryAnswer),
-        (status = 400, description = "Not an H3 index at the price resolution; a missing or invalid `from`/`to`, or `to` before `from`", body = ErrorBody),
+        (status = 400, description = "Not an H3 index at the price resolution, or a missing or invalid `from`/`to`", body = ErrorBody),
         (status = 404, description = "An index of the right shape that names no H3 cell", body = ErrorBody),
         (status = 410, description = "`from` lies before the retained history (`outside_retention`)", body = ErrorBody),
         (status = 422, description = "`from` lies after the newest fired tick (`not_yet_known`: retry later)", body = ErrorBody),

@@ -65,8 +65,9 @@ pub struct HistoryQuery {
     /// newest fired tick).
     #[param(minimum = 0, maximum = 253402300799999_i64)]
     pub from: i64,
-    /// End (inclusive), ms since the Unix epoch, at least `from` (400
-    /// otherwise). Default and cap: the end of the newest fired tick.
+    /// End (inclusive), ms since the Unix epoch. Default and cap: the end
+    /// of the newest fired tick. Before `from`: no changes (an empty
+    /// range, not an error).
     #[param(minimum = 0, maximum = 253402300799999_i64)]
     pub to: Option<i64>,
 }
@@ -77,9 +78,6 @@ impl HistoryQuery {
         let from =
             optional_time(&pairs, "from")?.ok_or_else(|| ApiError::field("from", "is required"))?;
         let to = optional_time(&pairs, "to")?;
-        if to.is_some_and(|to| to < from) {
-            return Err(ApiError::field("to", "must not be before from"));
-        }
         Ok(Self { from, to })
     }
 }
