@@ -416,3 +416,77 @@ async fn cell_of_the_right_shape_that_is_no_h3_cell_is_not_found() {
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["error"]["code"], "not_found");
 }
+
+#[actix_web::test]
+async fn every_error_body_has_code_field_and_retryable() {
+    let f = fixture();
+    let app = app!(f.state);
+    let price = |q: &str| format!("/v1/price?{q}");
+    for uri in [
+        price("lat=x&lng=1"),
+        price("lat=1"),
+        price("lat=1&lng=1&at=0"),
+        price("lat=1&lng=1&at=253402300799999"),
+        "/v1/cells/nope".to_owned(),
+        "/v1/cells/8f2830828052d25".to_owned(),
+        "/nowhere".to_owned(),
+    ] {
+        let (status, body) = get!(app, uri);
+        let e = &body["error"];
+        assert!(status.is_client_error(), "{uri}: {status}");
+        assert_eq!(e["status"], status.as_u16(), "{uri}");
+        assert!(
+            e["code"].as_str().is_some_and(|c| !c.is_empty()),
+            "{uri}: {body}"
+        );
+        assert!(
+            e.get("field").is_some(),
+            "{uri}: field is always present: {body}"
+        );
+        assert!(e["retryable"].is_boolean(), "{uri}: {body}");
+        assert!(e["message"].is_string(), "{uri}: {body}");
+    }
+}
+
+#[actix_web::test]
+async fn openapi_covers_quotes_and_history() {
+    let f = fixture();
+    let app = app!(f.state);
+    let (_, doc) = get!(app, "/openapi.json");
+    let paths = &doc["paths"];
+    for (path, method, statuses) in [
+        ("/v1/quotes", "post", &["200", "400", "413"][..]),
+        (
+            "/v1/quotes/redeem",
+            "post",
+            &["200", "400", "409", "413"][..],
+        ),
+        (
+            "/v1/cells/{cell}/history",
+            "get",
+            &["200", "400", "404", "410", "422"][..],
+        ),
+        ("/v1/price", "get", &["200", "400", "410", "422"][..]),
+    ] {
+        let op = &paths[path][method];
+        for s in statuses {
+            assert!(op["responses"][*s].is_object(), "{path} {s}");
+        }
+    }
+    let history = &paths["/v1/cells/{cell}/history"]["get"]["parameters"];
+    let cell = history
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "cell"))
+        .expect("cell parameter");
+    assert!(cell["schema"]["pattern"].is_string(), "{cell}");
+    let at = paths["/v1/price"]["get"]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "at"))
+        .cloned()
+        .expect("at parameter");
+    assert_eq!(at["required"], false);
+    assert_eq!(at["schema"]["minimum"], 0);
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["ErrorDetail"]["properties"]["retryable"].is_object());
+    assert!(schemas["ErrorBody"]["properties"]["quote"].is_object());
+}
