@@ -24,7 +24,7 @@
 //! `PriceUpdate`s (the prices topic read from `now − retention`, or the
 //! Redis price table's current state) with [`History::restore`].
 
-use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
 use primetime_core::{CellId, PriceDecision, Tick};
@@ -135,6 +135,12 @@ pub struct History {
     /// Interned model versions (a handful per process lifetime); read
     /// under the lock, appended by the writer.
     models: RwLock<Vec<Arc<str>>>,
+    /// A cell without a change at or before a time was at 1.0 then: true
+    /// when every cell was unpriced as the history began (a fresh start,
+    /// the embedded default) or after [`Self::restore`]; false while a
+    /// resumed pipeline may hold decisions this history never saw (Kafka
+    /// mode before the restore), when such times answer `Outside`.
+    unseen_are_unpriced: AtomicBool,
 }
 
 impl History {
@@ -149,7 +155,14 @@ impl History {
             newest: AtomicI64::new(i64::MIN),
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             models: RwLock::default(),
+            unseen_are_unpriced: AtomicBool::new(true),
         }
+    }
+
+    /// See [`History`]'s `unseen_are_unpriced`: `false` for a pipeline
+    /// resumed from a snapshot or committed offsets, until restored.
+    pub fn set_unseen_are_unpriced(&self, v: bool) {
+        self.unseen_are_unpriced.store(v, Relaxed);
     }
 
     pub fn bucket_ms(&self) -> i64 {
@@ -175,7 +188,10 @@ impl History {
 
     /// Fills the history from `PriceUpdate`s (any order; e.g. the prices
     /// topic read from `now − retention`, or the Redis price table), which
-    /// hold every change from tick `complete_from` on. Answers then start
+    /// hold every change from tick `complete_from` on and, for every cell
+    /// not at 1.0 then, the change in force at it (the compacted topic from
+    /// its start, or Redis's current table for `complete_from` = its
+    /// newest tick). Answers then start
     /// at `complete_from` (or earlier, if this process had published
     /// earlier ticks). Updates that do not parse are skipped and counted.
     pub fn restore<'a>(
@@ -204,6 +220,7 @@ impl History {
             }
         }
         self.covered_from.fetch_min(complete_from.0, Relaxed);
+        self.unseen_are_unpriced.store(true, Relaxed);
         let horizon = Tick(
             self.newest
                 .load(Relaxed)
@@ -303,7 +320,20 @@ impl History {
         let k = self.tick_at(at_ms)?;
         let (changes, complete_from) = self.cell_changes(cell);
         self.check_cell(complete_from, k)?;
-        Ok(changes.into_iter().rev().find(|c| c.tick <= k))
+        let change = changes.iter().rev().find(|c| c.tick <= k).cloned();
+        self.check_unseen(change.is_some(), &changes)?;
+        Ok(change)
+    }
+
+    /// No change at or before the time asked: 1.0 only if unseen cells
+    /// are known to be unpriced.
+    fn check_unseen(&self, found: bool, changes: &[Change]) -> Result<(), HistoryError> {
+        if found || self.unseen_are_unpriced.load(Relaxed) {
+            return Ok(());
+        }
+        Err(HistoryError::Outside {
+            retained_from_ms: changes.first().map(|c| c.tick.end_ms(self.bucket_ms)),
+        })
     }
 
     /// The change in force at `from_ms` and every change after it up to
@@ -319,6 +349,7 @@ impl History {
         let (changes, complete_from) = self.cell_changes(cell);
         self.check_cell(complete_from, k)?;
         let at_from = changes.iter().rev().find(|c| c.tick <= k).cloned();
+        self.check_unseen(at_from.is_some(), &changes)?;
         let after = changes
             .into_iter()
             .filter(|c| c.tick > k && c.tick.end_ms(self.bucket_ms) <= to_ms)
@@ -538,6 +569,22 @@ mod tests {
             at(&h, Tick(149).end_ms(B)),
             Err(HistoryError::Outside { retained_from_ms: Some(ms) }) if ms == Tick(150).end_ms(B)
         ));
+    }
+
+    #[test]
+    fn a_resumed_pipeline_does_not_guess_unseen_cells() {
+        let h = filled(&HistoryConfig::default());
+        h.set_unseen_are_unpriced(false);
+        // Before the cell's first change seen: it may have been priced.
+        assert!(matches!(
+            at(&h, Tick(109).end_ms(B)),
+            Err(HistoryError::Outside { retained_from_ms: Some(ms) }) if ms == Tick(110).end_ms(B)
+        ));
+        assert_eq!(at(&h, Tick(110).end_ms(B)), Ok(Some(30)));
+        let other = CellId::from_u64(0x8828308283fffff).unwrap();
+        assert!(h.at(other, Tick(150).end_ms(B)).is_err());
+        h.restore(&[], Tick(100));
+        assert_eq!(h.at(other, Tick(150).end_ms(B)), Ok(None));
     }
 
     #[test]

@@ -65,6 +65,12 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
         stop: Arc::new(AtomicBool::new(false)),
         remote: Arc::default(),
     };
+    // A resumed Kafka pipeline may hold decisions the history never saw:
+    // no 1.0 guessed for them until the history is restored.
+    parts
+        .table
+        .history()
+        .set_unseen_are_unpriced(!config.kafka.enabled());
     let (mut runner, mode) = start_mode(&config, &parts)?;
     let server = start_http(&config, &parts)?;
     let handle = server.handle();
