@@ -196,11 +196,26 @@ async fn quote_requests_are_validated_field_by_field() {
             json!({"lat": 1.0, "lng": 1.0, "session_id": "s".repeat(129)}),
             "session_id",
         ),
+        (json!({"lat": 1.0, "lng": 1.0, "rider_id": ""}), "rider_id"),
+        (
+            json!({"lat": 1.0, "lng": 1.0, "rider_id": "a\"b"}),
+            "rider_id",
+        ),
     ] {
         let (status, resp) = post!(app, "/v1/quotes", body.to_string());
         assert_field_error(status, &resp, field);
         assert_eq!(resp["error"]["retryable"], false);
     }
+    // Two ids of full length still make a token that redeems.
+    let long = json!({"lat": 1.0, "lng": 1.0, "rider_id": "r".repeat(128), "session_id": "s@-:.".repeat(25)});
+    let (status, quote) = post!(app, "/v1/quotes", long.to_string());
+    assert_eq!(status, StatusCode::OK, "{quote}");
+    let (status, body) = post!(
+        app,
+        "/v1/quotes/redeem",
+        json!({"quote_id": quote["quote_id"]}).to_string()
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
     let (status, resp) = post!(app, "/v1/quotes", "[1]");
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(resp["error"]["code"], "invalid_body");

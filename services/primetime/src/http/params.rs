@@ -298,13 +298,12 @@ pub struct QuoteRequest {
     pub lat: f64,
     #[schema(minimum = -180, maximum = 180)]
     pub lng: f64,
-    /// The backend's rider id, written into the quote (at most 128
-    /// characters).
-    #[schema(max_length = 128)]
+    /// The backend's rider id, written into the quote: 1 to 128 of
+    /// `A-Za-z0-9._:@-` (a UUID, a number, an email-like id).
+    #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$")]
     pub rider_id: Option<String>,
-    /// The backend's session id, written into the quote (at most 128
-    /// characters).
-    #[schema(max_length = 128)]
+    /// The backend's session id, written into the quote (as `rider_id`).
+    #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$")]
     pub session_id: Option<String>,
 }
 
@@ -357,17 +356,24 @@ fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> 
     }
 }
 
-/// An optional string field of at most [`MAX_ID_LEN`] characters.
+/// An optional id: 1 to [`MAX_ID_LEN`] of `A-Za-z0-9._:@-`. The alphabet
+/// needs no JSON escape, so two ids of full length keep a quote's token
+/// well below [`MAX_TOKEN_LEN`].
 fn optional_id(
     v: &serde_json::Map<String, Value>,
     field: &str,
 ) -> Result<Option<String>, ApiError> {
+    let ok = |s: &str| {
+        (1..=MAX_ID_LEN).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b))
+    };
     match v.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= MAX_ID_LEN => Ok(Some(s.clone())),
+        Some(Value::String(s)) if ok(s) => Ok(Some(s.clone())),
         Some(_) => Err(ApiError::field(
             field,
-            format!("must be a string of at most {MAX_ID_LEN} characters"),
+            format!("must be 1 to {MAX_ID_LEN} of A-Za-z0-9._:@-"),
         )),
     }
 }
