@@ -486,6 +486,12 @@ async fn openapi_covers_quotes_and_history() {
         .expect("at parameter");
     assert_eq!(at["required"], false);
     assert_eq!(at["schema"]["minimum"], 0);
+    let link = &paths["/v1/quotes"]["post"]["responses"]["200"]["links"]["redeem"];
+    assert_eq!(
+        link["operationId"],
+        paths["/v1/quotes/redeem"]["post"]["operationId"]
+    );
+    assert_eq!(link["requestBody"]["quote_id"], "$response.body#/quote_id");
     let schemas = &doc["components"]["schemas"];
     assert!(schemas["ErrorDetail"]["properties"]["retryable"].is_object());
     assert!(schemas["ErrorBody"]["properties"]["quote"].is_object());

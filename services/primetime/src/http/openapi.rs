@@ -56,10 +56,29 @@ pub fn document(price_resolution: u8, limits: &Limits, auth: bool) -> Value {
     let cell = CellShape::new(price_resolution).pattern();
     set_pattern(&mut doc, "/v1/cells/{cell}", "cell", &cell);
     set_pattern(&mut doc, "/v1/cells/{cell}/history", "cell", &cell);
+    link_quote_to_redeem(&mut doc);
     if auth {
         require_keys(&mut doc);
     }
     doc
+}
+
+/// An OpenAPI link from a quote to its redeem (clients and stateful fuzzers
+/// follow it: the `quote_id` answered is the one to send).
+fn link_quote_to_redeem(doc: &mut Value) {
+    let redeem_id = doc
+        .pointer("/paths/~1v1~1quotes~1redeem/post/operationId")
+        .cloned();
+    if let (Some(answer), Some(id)) = (
+        doc.pointer_mut("/paths/~1v1~1quotes/post/responses/200"),
+        redeem_id,
+    ) {
+        answer["links"] = json!({"redeem": {
+            "operationId": id,
+            "requestBody": {"quote_id": "$response.body#/quote_id"},
+            "description": "Redeem this quote before `expires_at`",
+        }});
+    }
 }
 
 /// The route's scope, as `authorize` checks it (for the descriptions).
