@@ -1,14 +1,18 @@
 //! `http`: the HTTP API under load. The real release `primetime serve`
 //! (embedded default: simulator, no Kafka) on a free 127.0.0.1 port; after
-//! the city has simulated for a while (prices exist), for `GET /v1/price`
-//! and for `POST /v1/prices` with 100 locations:
+//! the city has simulated for a while (prices exist), for `GET /v1/price`,
+//! `POST /v1/prices` with 100 locations, `POST /v1/quotes` and `POST
+//! /v1/quotes/redeem` (of 256 quotes issued before the load, valid for the
+//! whole run):
 //!
 //! 1. a closed-loop ramp over 1, 2, 4, … keep-alive connections: the
 //!    maximum rate is the best step's answers per second;
 //! 2. open-loop constant rate at 50 % and 80 % of that maximum, latency
 //!    from each request's intended send time into an HDR histogram.
 //!
-//! Goals: no errors; p99 < 10 ms (single) and < 50 ms (batch) at 80 %.
+//! Goals: no errors; p99 < 10 ms (single, quote, redeem) and < 50 ms
+//! (batch) at 80 %; quote issue at least half of `GET /v1/price`'s maximum
+//! rate (issue 17).
 //! The load generator (`loadgen`, one thread) runs on the same 2 cores as
 //! the service.
 
@@ -67,7 +71,69 @@ fn grid(i: usize, n: usize) -> (f64, f64) {
     )
 }
 
-fn kinds(a: &HttpArgs) -> Vec<Kind> {
+/// The service's quote terms under load: one signing key, quotes valid for
+/// a day.
+const QUOTE_CONFIG: &str = "[quotes]\nttl_ms = 86400000\nkeys = [{ id = \"load\", secret = \"load-test signing secret, at least 32 bytes\" }]\n";
+
+/// `n` quotes at grid points, issued one by one before the load.
+fn issue_quotes(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<String>> {
+    (0..n)
+        .map(|i| {
+            let (lat, lng) = grid(i * 13, 16);
+            let body = format!(r#"{{"lat":{lat:.5},"lng":{lng:.5}}}"#);
+            let answer = post_once(addr, "/v1/quotes", &body)?;
+            let v: serde_json::Value = serde_json::from_str(&answer)?;
+            v["quote_id"]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("no quote_id in {answer}"))
+        })
+        .collect()
+}
+
+/// One `POST` on its own connection; the body of a 200 answer.
+fn post_once(addr: SocketAddr, path: &str, body: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut r = String::new();
+    s.read_to_string(&mut r)?;
+    let (head, answer) = r.split_once("\r\n\r\n").context("no HTTP answer")?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{path}: {head}");
+    Ok(answer.to_owned())
+}
+
+/// Issue 17's goal: quote issue at least half of `GET /v1/price`'s
+/// maximum rate.
+fn quote_share_goal(max_rates: &[(&str, f64)], result: &mut RunResult) -> bool {
+    let rate = |short: &str| max_rates.iter().find(|(s, _)| *s == short).map(|r| r.1);
+    let (Some(single), Some(quote)) = (rate("single"), rate("quote")) else {
+        return false;
+    };
+    let share = if single > 0.0 { quote / single } else { 0.0 };
+    let pass = share >= 0.5;
+    println!(
+        "quote: maximum rate {:.0} % of GET /v1/price's -> {}",
+        share * 100.0,
+        verdict(pass)
+    );
+    result.figures.push(Figure::goal(
+        "HTTP `POST /v1/quotes`: maximum rate / `GET /v1/price`'s",
+        round3(share),
+        "ratio",
+        ">= 0.5",
+        pass,
+    ));
+    pass
+}
+
+fn kinds(a: &HttpArgs, quote_ids: &[String]) -> Vec<Kind> {
     let single = (0..1024)
         .map(|i| {
             let (lat, lng) = grid(i * 7, 32);
@@ -88,6 +154,19 @@ fn kinds(a: &HttpArgs) -> Vec<Kind> {
             )
         })
         .collect();
+    let quotes = (0..1024)
+        .map(|i| {
+            let (lat, lng) = grid(i * 7, 32);
+            loadgen::post_json(
+                "/v1/quotes",
+                &format!(r#"{{"lat":{lat:.5},"lng":{lng:.5},"rider_id":"r{i}"}}"#),
+            )
+        })
+        .collect();
+    let redeems = quote_ids
+        .iter()
+        .map(|id| loadgen::post_json("/v1/quotes/redeem", &format!(r#"{{"quote_id":"{id}"}}"#)))
+        .collect();
     vec![
         Kind {
             label: "HTTP `GET /v1/price`".into(),
@@ -101,6 +180,18 @@ fn kinds(a: &HttpArgs) -> Vec<Kind> {
             requests: batch,
             goal_p99_ms: 50.0,
         },
+        Kind {
+            label: "HTTP `POST /v1/quotes`".into(),
+            short: "quote",
+            requests: quotes,
+            goal_p99_ms: 10.0,
+        },
+        Kind {
+            label: "HTTP `POST /v1/quotes/redeem`".into(),
+            short: "redeem",
+            requests: redeems,
+            goal_p99_ms: 10.0,
+        },
     ]
 }
 
@@ -111,9 +202,10 @@ pub fn run(a: &HttpArgs) -> anyhow::Result<()> {
         a.batch
     );
     let dir = tempfile::tempdir()?;
-    // Embedded default: an empty config file, so no PRIMETIME_* file applies.
+    // Embedded default (so no PRIMETIME_* file applies), with a signing key
+    // and quotes valid for the whole run (redeems must not expire).
     let config = dir.path().join("primetime.toml");
-    std::fs::write(&config, "")?;
+    std::fs::write(&config, QUOTE_CONFIG)?;
     let log = dir.path().join("service.log");
     let workers = a.http_workers.map(|n| n.to_string());
     let extra: Vec<&str> = match &workers {
@@ -139,10 +231,15 @@ pub fn run(a: &HttpArgs) -> anyhow::Result<()> {
         "cargo run --release -p primetime-load-tests -- http".into(),
     );
     let run_load = crate::util::load_1m();
+    let quote_ids = issue_quotes(addr, 256)?;
     let mut all_ok = true;
-    for kind in kinds(a) {
-        all_ok &= measure(a, &kind, addr, pid, &mut result)?;
+    let mut max_rates = Vec::new();
+    for kind in kinds(a, &quote_ids) {
+        let (ok, max) = measure(a, &kind, addr, pid, &mut result)?;
+        all_ok &= ok;
+        max_rates.push((kind.short, max));
     }
+    all_ok &= quote_share_goal(&max_rates, &mut result);
     result.load_1m = Some(LoadAvg {
         before: run_load,
         after: crate::util::load_1m(),
@@ -170,7 +267,7 @@ fn measure(
     addr: SocketAddr,
     pid: u32,
     result: &mut RunResult,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<(bool, f64)> {
     println!(
         "{}: closed-loop ramp, {} s per step",
         kind.short, a.step_seconds
@@ -309,7 +406,7 @@ fn measure(
         "0",
         pass,
     ));
-    Ok(ok)
+    Ok((ok, max))
 }
 
 /// One open-loop phase of `kind` at `rate` over the scenario's

@@ -69,6 +69,13 @@ pub struct ServiceConfig {
     /// (4,000 riders) leaving 2 s after start, so a fresh `serve` shows a
     /// surge within ~20 s.
     pub sim: SimConfig,
+    /// Quotes: lifetime, confirmation threshold, signing keys.
+    pub quotes: crate::quotes::QuoteConfig,
+    /// Prices at a past time: retention and per-cell bound of the history.
+    pub history: crate::history::HistoryConfig,
+    /// API keys (hashed) with scopes and rate limits; none (the default) =
+    /// every route open.
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Default for ServiceConfig {
@@ -90,6 +97,9 @@ impl Default for ServiceConfig {
             kafka: crate::kafka::KafkaConfig::default(),
             redis: crate::redis::RedisConfig::default(),
             sim: embedded_sim(),
+            quotes: crate::quotes::QuoteConfig::default(),
+            history: crate::history::HistoryConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -243,6 +253,9 @@ impl ServiceConfig {
         }
         problems.extend(self.kafka.problems());
         problems.extend(self.redis.problems());
+        problems.extend(self.quotes.problems());
+        problems.extend(self.history.problems());
+        problems.extend(self.auth.problems());
         if self.redis.enabled() && !self.kafka.enabled() {
             problems.push(
                 "redis.url: Redis is used in Kafka mode only (set kafka.brokers, or leave redis.url empty)"

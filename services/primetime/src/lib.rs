@@ -2,6 +2,7 @@
 //! pure `primetime-core` (DESIGN §2, §6, §7).
 //!
 //! Modules (ARCHITECTURE.md draws the tree):
+//! - [`auth`]: API keys (hashed, scoped) and per-key rate limits;
 //! - [`cli`]: the command line (`serve`, `simulate`, `replay`);
 //! - [`config`]: typed configuration from flags, environment and file;
 //! - [`pipeline`]: source thread → shard actors → tick clock, and the
@@ -18,19 +19,25 @@
 //! - [`dataset`]: the model's training set from the simulator;
 //! - [`table`]: the in-memory price table HTTP reads lock-free;
 //! - [`http`]: the actix-web API;
+//! - [`quotes`]: signed quotes (tokens, keys, counters, audit trail);
+//! - [`history`]: the per-cell history of price changes (prices at a past
+//!   time);
 //! - [`metrics`]: Prometheus metrics;
 //! - [`model`]: the ONNX model or, when it cannot load, fallback mode;
 //! - [`wall_clock`]: the one place the wall clock is read.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod dataset;
+pub mod history;
 pub mod http;
 pub mod inputs;
 pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod quotes;
 pub mod recovery;
 pub mod redis;
 pub mod replay;

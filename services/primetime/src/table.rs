@@ -1,6 +1,7 @@
 //! The in-memory price table the HTTP API reads: lock-free reads
 //! (`papaya`), one writer (the clock) applying each tick's decisions. It is
-//! HTTP's [`PriceLookup`] when this instance prices every cell.
+//! HTTP's [`PriceLookup`] when this instance prices every cell. Every
+//! published tick also goes into the per-cell [`History`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
@@ -9,6 +10,7 @@ use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use primetime_core::{CellId, PriceDecision, Tick};
 
+use crate::history::History;
 use crate::http::{Decision, Found, PriceLookup};
 pub use crate::pipeline::ActiveCell;
 
@@ -88,11 +90,24 @@ pub struct PriceTable {
     /// Event-time end of the last fired tick.
     last_tick_end_ms: AtomicI64,
     model_version: ArcSwap<String>,
+    /// Every change of every cell, for prices at a past time.
+    history: History,
 }
 
 impl PriceTable {
+    /// A table with the default history (24 h, 10 s ticks: the core's
+    /// default bucket).
     pub fn new(model_version: &str) -> Self {
+        let bucket_ms = primetime_core::Config::default().bucket_ms;
+        Self::with_history(
+            model_version,
+            History::new(bucket_ms, &crate::history::HistoryConfig::default()),
+        )
+    }
+
+    pub fn with_history(model_version: &str, history: History) -> Self {
         Self {
+            history,
             cells: papaya::HashMap::new(),
             last_tick: AtomicI64::new(i64::MIN),
             last_publish_wall_ms: AtomicI64::new(i64::MIN),
@@ -121,6 +136,7 @@ impl PriceTable {
                 );
             }
         }
+        self.history.publish(tick, decisions);
         self.last_tick.fetch_max(tick.0, Relaxed);
         self.last_tick_end_ms.fetch_max(tick_end_ms, Relaxed);
         self.last_publish_wall_ms.store(wall_ms, Relaxed);
@@ -164,6 +180,11 @@ impl PriceTable {
         let truncated = out.len() > limit;
         out.truncate(limit);
         (out, truncated)
+    }
+
+    /// The per-cell history of changes.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     pub fn len(&self) -> usize {

@@ -1,145 +1,16 @@
 //! Every endpoint and error case of the HTTP API, on actix's test service
 //! with a price table filled by hand.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+#[macro_use]
+mod support;
+
+use std::sync::atomic::Ordering;
 
 use actix_web::http::StatusCode;
 use actix_web::{App, test};
-use primetime::http::{self, AppState, Limits};
-use primetime::metrics::Metrics;
-use primetime::table::PriceTable;
-use primetime_core::{
-    Config, Engine, IngestTime, PriceDecision, RawDemandEvent, RawDriverLocation, RawRecord,
-};
+use primetime::http;
 use serde_json::{Value, json};
-
-const STADIUM: (f64, f64) = (37.7786, -122.3893);
-
-/// Real decisions from the engine: 40 requests against 2 drivers.
-fn decisions() -> Vec<PriceDecision> {
-    let mut engine = Engine::with_formula(Config::default(), 1, 1).unwrap();
-    let t0 = 1_800_000_000_000i64;
-    let mut offset = 0;
-    let mut push = |engine: &mut Engine, r: RawRecord, t: i64| {
-        let _ = engine.push(0, offset, IngestTime(t), &r);
-        offset += 1;
-    };
-    for i in 0..60 {
-        let t = t0 + i * 2_000;
-        for d in 0..2 {
-            push(
-                &mut engine,
-                RawRecord::Driver(RawDriverLocation {
-                    event_id: format!("p{i}-{d}"),
-                    driver_id: format!("d{d}"),
-                    event_time_ms: t,
-                    lat: STADIUM.0,
-                    lng: STADIUM.1,
-                    status: 1,
-                }),
-                t,
-            );
-        }
-        if i < 40 {
-            push(
-                &mut engine,
-                RawRecord::Demand(RawDemandEvent {
-                    event_id: format!("r{i}"),
-                    rider_id: format!("rider{i}"),
-                    event_time_ms: t,
-                    lat: STADIUM.0,
-                    lng: STADIUM.1,
-                    kind: 1,
-                }),
-                t,
-            );
-        }
-    }
-    engine.take_decisions()
-}
-
-struct Fixture {
-    state: AppState,
-    now: Arc<AtomicI64>,
-    last: PriceDecision,
-}
-
-fn fixture() -> Fixture {
-    let table = Arc::new(PriceTable::new("formula-v1"));
-    let decisions = decisions();
-    let last = decisions
-        .last()
-        .cloned()
-        .expect("the engine surged the stadium");
-    assert!(last.multiplier.value() > 1.0);
-    table.publish(last.tick, last.tick.end_ms(10_000), 1_000_000, &decisions);
-    let now = Arc::new(AtomicI64::new(1_000_500));
-    let clock = Arc::clone(&now);
-    let state = AppState {
-        prices: Arc::clone(&table) as Arc<dyn http::PriceLookup>,
-        table,
-        active: Arc::new(primetime::table::ActiveView::new(2)),
-        metrics: Arc::new(Metrics::new(2)),
-        geo: Config::default().geo(),
-        limits: Limits {
-            max_body_bytes: 64 * 1024,
-            max_bbox_cells: 100,
-            stale_after_ms: 30_000,
-        },
-        now_ms: Arc::new(move || clock.load(Ordering::Relaxed)),
-    };
-    Fixture { state, now, last }
-}
-
-macro_rules! app {
-    ($state:expr) => {{
-        let state = $state.clone();
-        test::init_service(App::new().configure(move |c| http::configure(c, state))).await
-    }};
-}
-
-macro_rules! get {
-    ($app:expr, $uri:expr) => {{
-        let resp =
-            test::call_service(&$app, test::TestRequest::get().uri(&$uri).to_request()).await;
-        let status = resp.status();
-        let body = test::read_body(resp).await;
-        (
-            status,
-            serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
-        )
-    }};
-}
-
-macro_rules! post {
-    ($app:expr, $uri:expr, $body:expr) => {{
-        let req = test::TestRequest::post()
-            .uri($uri)
-            .insert_header(("content-type", "application/json"))
-            .set_payload($body)
-            .to_request();
-        let resp = test::call_service(&$app, req).await;
-        let status = resp.status();
-        let body = test::read_body(resp).await;
-        (
-            status,
-            serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
-        )
-    }};
-}
-
-fn assert_field_error(status: StatusCode, body: &Value, field: &str) {
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(body["error"]["field"], field, "{body}");
-    assert_eq!(body["error"]["status"], 400);
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains(field)),
-        "{body}"
-    );
-}
+use support::*;
 
 #[actix_web::test]
 async fn price_of_a_surging_and_an_unpriced_location() {
@@ -544,4 +415,84 @@ async fn cell_of_the_right_shape_that_is_no_h3_cell_is_not_found() {
     let (status, body) = get!(app, "/v1/cells/88fe000001fffff");
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     assert_eq!(body["error"]["code"], "not_found");
+}
+
+#[actix_web::test]
+async fn every_error_body_has_code_field_and_retryable() {
+    let f = fixture();
+    let app = app!(f.state);
+    let price = |q: &str| format!("/v1/price?{q}");
+    for uri in [
+        price("lat=x&lng=1"),
+        price("lat=1"),
+        price("lat=1&lng=1&at=0"),
+        price("lat=1&lng=1&at=253402300799999"),
+        "/v1/cells/nope".to_owned(),
+        "/v1/cells/8f2830828052d25".to_owned(),
+        "/nowhere".to_owned(),
+    ] {
+        let (status, body) = get!(app, uri);
+        let e = &body["error"];
+        assert!(status.is_client_error(), "{uri}: {status}");
+        assert_eq!(e["status"], status.as_u16(), "{uri}");
+        assert!(
+            e["code"].as_str().is_some_and(|c| !c.is_empty()),
+            "{uri}: {body}"
+        );
+        assert!(
+            e.get("field").is_some(),
+            "{uri}: field is always present: {body}"
+        );
+        assert!(e["retryable"].is_boolean(), "{uri}: {body}");
+        assert!(e["message"].is_string(), "{uri}: {body}");
+    }
+}
+
+#[actix_web::test]
+async fn openapi_covers_quotes_and_history() {
+    let f = fixture();
+    let app = app!(f.state);
+    let (_, doc) = get!(app, "/openapi.json");
+    let paths = &doc["paths"];
+    for (path, method, statuses) in [
+        ("/v1/quotes", "post", &["200", "400", "413"][..]),
+        (
+            "/v1/quotes/redeem",
+            "post",
+            &["200", "400", "409", "413"][..],
+        ),
+        (
+            "/v1/cells/{cell}/history",
+            "get",
+            &["200", "400", "404", "410", "422"][..],
+        ),
+        ("/v1/price", "get", &["200", "400", "410", "422"][..]),
+    ] {
+        let op = &paths[path][method];
+        for s in statuses {
+            assert!(op["responses"][*s].is_object(), "{path} {s}");
+        }
+    }
+    let history = &paths["/v1/cells/{cell}/history"]["get"]["parameters"];
+    let cell = history
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "cell"))
+        .expect("cell parameter");
+    assert!(cell["schema"]["pattern"].is_string(), "{cell}");
+    let at = paths["/v1/price"]["get"]["parameters"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == "at"))
+        .cloned()
+        .expect("at parameter");
+    assert_eq!(at["required"], false);
+    assert_eq!(at["schema"]["minimum"], 0);
+    let link = &paths["/v1/quotes"]["post"]["responses"]["200"]["links"]["redeem"];
+    assert_eq!(
+        link["operationId"],
+        paths["/v1/quotes/redeem"]["post"]["operationId"]
+    );
+    assert_eq!(link["requestBody"]["quote_id"], "$response.body#/quote_id");
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["ErrorDetail"]["properties"]["retryable"].is_object());
+    assert!(schemas["ErrorBody"]["properties"]["quote"].is_object());
 }

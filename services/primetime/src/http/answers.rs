@@ -28,6 +28,10 @@ pub struct PriceAnswer<'a> {
     /// No tick published within `stale_after_ms`, or the shared price
     /// table could not be read (answered from memory).
     pub stale: bool,
+    /// `GET /v1/price?at=` only: the time asked; `tick` is then the tick
+    /// in force at it and `stale` is `false` (the past does not go stale).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub at: Option<i64>,
 }
 
 /// A cell's price with its centre and the decision's explanation.
@@ -129,20 +133,109 @@ pub struct ServiceStatus<'a> {
     pub ticks_fired: u64,
 }
 
-/// Every error: `{"error": {...}}`.
+/// One decision of a cell's history.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryEntry {
+    #[schema(minimum = 1.0)]
+    pub multiplier: f64,
+    /// `false`: no decision (1.0).
+    pub priced: bool,
+    /// The tick that decided it (`null` when unpriced).
+    pub since_tick: Option<i64>,
+    /// In force from this time (the tick's end), ms since the Unix epoch.
+    pub since_ms: Option<i64>,
+    pub model_version: Option<String>,
+}
+
+/// The answer of `GET /v1/cells/{cell}/history`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HistoryAnswer {
+    #[schema(value_type = String, example = "8828308281fffff")]
+    pub cell: CellId,
+    pub from: i64,
+    /// The end asked, capped at `known_until_ms`, and at least `from`.
+    pub to: i64,
+    /// The decision in force at `from`.
+    pub at_from: HistoryEntry,
+    /// Every change after `from` up to `to`, oldest first.
+    pub changes: Vec<HistoryEntry>,
+    /// The end of the newest fired tick.
+    pub known_until_ms: Option<i64>,
+    /// The earliest time the history answers for any cell.
+    pub retained_from_ms: Option<i64>,
+}
+
+/// What a quote promises (issued, or honoured at redeem).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QuoteTerms {
+    /// The signed token to redeem; opaque to clients (at most 1,024
+    /// characters).
+    pub quote_id: String,
+    #[schema(value_type = String, example = "8828308281fffff")]
+    pub cell: CellId,
+    #[schema(minimum = 1.0)]
+    pub multiplier: f64,
+    /// `false`: no decision existed for the cell (the multiplier is 1.0).
+    pub priced: bool,
+    /// Tick since which the multiplier applied when quoted.
+    pub since_tick: Option<i64>,
+    /// The newest fired tick when quoted.
+    pub tick: Option<i64>,
+    pub model_version: String,
+    /// When the quote was issued, ms since the Unix epoch.
+    pub issued_at: i64,
+    /// Redeemable until this instant (exclusive), ms since the Unix epoch.
+    pub expires_at: i64,
+    /// The multiplier is at or above the configured threshold: show the
+    /// rider the multiplier and have it confirmed before booking.
+    pub confirmation_required: bool,
+    pub rider_id: Option<String>,
+    pub session_id: Option<String>,
+}
+
+/// The answer of `POST /v1/quotes` (and the fresh quote of a 409).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct QuoteAnswer {
+    #[serde(flatten)]
+    pub terms: QuoteTerms,
+    /// As in `GET /v1/price`: the price may be out of date.
+    pub stale: bool,
+}
+
+/// The answer of a valid `POST /v1/quotes/redeem`: the quote's terms (the
+/// same answer however often it is redeemed while valid).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RedeemAnswer {
+    #[serde(flatten)]
+    pub terms: QuoteTerms,
+    /// Always `true`: charge `multiplier`.
+    pub honoured: bool,
+}
+
+/// Every error: `{"error": {...}}`; a 409 on redeem adds `quote`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody<'a> {
     pub error: ErrorDetail<'a>,
+    /// 409 `quote_expired` only: a fresh quote for the same cell.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quote: Option<&'a QuoteAnswer>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail<'a> {
     /// The HTTP status, repeated.
     pub status: u16,
-    /// `invalid_field`, `invalid_body`, `too_large`, `bad_request`,
-    /// `not_found` or `method_not_allowed`.
+    /// Machine-readable reason: `invalid_field`, `invalid_body`,
+    /// `too_large`, `bad_request`, `not_found`, `method_not_allowed`,
+    /// `invalid_quote`, `unknown_quote_key`, `quote_expired`,
+    /// `outside_retention`, `not_yet_known`, `missing_api_key`,
+    /// `invalid_api_key`, `insufficient_scope`, `rate_limited`.
     pub code: &'static str,
     /// The offending parameter or body field, when there is one.
     pub field: Option<&'a str>,
     pub message: String,
+    /// Whether the same request can succeed if retried unchanged (later:
+    /// after `Retry-After` when that header is sent). `false`: change the
+    /// request first.
+    pub retryable: bool,
 }

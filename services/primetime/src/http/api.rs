@@ -19,7 +19,7 @@ use super::lookup::{Decision, Found};
 use super::params::{
     BatchRequest, CellParam, CellPath, CellsQuery, PriceQuery, coordinate, coordinate_named,
 };
-use super::{AppState, MAX_BATCH};
+use super::{AppState, MAX_BATCH, Scope};
 
 /// Freshness of the answers, read once per request.
 pub(super) struct Status {
@@ -58,6 +58,7 @@ fn answer_found<'a>(cell: CellId, found: &'a Found, s: &'a Status) -> PriceAnswe
                 tick: s.tick,
                 model_version: s.model_version.as_str(),
                 stale: s.stale || found.degraded,
+                at: None,
             };
         }
     };
@@ -69,10 +70,16 @@ fn answer_found<'a>(cell: CellId, found: &'a Found, s: &'a Status) -> PriceAnswe
         tick: s.tick,
         model_version,
         stale: s.stale || found.degraded,
+        at: None,
     }
 }
 
-fn cell_at(state: &AppState, lat: f64, lng: f64, field: &str) -> Result<CellId, ApiError> {
+pub(super) fn cell_at(
+    state: &AppState,
+    lat: f64,
+    lng: f64,
+    field: &str,
+) -> Result<CellId, ApiError> {
     state
         .geo
         .cell_of(lat, lng)
@@ -83,11 +90,17 @@ fn cell_at(state: &AppState, lat: f64, lng: f64, field: &str) -> Result<CellId, 
 #[utoipa::path(get, path = "/v1/price", params(PriceQuery),
     responses(
         (status = 200, description = "The price (1.0 with `priced: false` when unpriced)", body = PriceAnswer),
-        (status = 400, description = "Missing or invalid `lat`/`lng`, or an unreadable query string", body = ErrorBody),
+        (status = 400, description = "Missing or invalid `lat`/`lng`/`at`, or an unreadable query string", body = ErrorBody),
+        (status = 410, description = "`at` lies before the retained history (`outside_retention`)", body = ErrorBody),
+        (status = 422, description = "`at` lies after the newest fired tick (`not_yet_known`: retry later)", body = ErrorBody),
     ))]
 pub async fn price(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::Read)?;
     let q = PriceQuery::from_request(&req)?;
     let cell = cell_at(&state, q.lat, q.lng, "lat")?;
+    if let Some(at) = q.at {
+        return super::history::price_at(&state, cell, at);
+    }
     let s = status(&state);
     let found = state.prices.lookup(&[cell]).await;
     let found = found.first().cloned().unwrap_or_default();
@@ -95,7 +108,10 @@ pub async fn price(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
 }
 
 /// Reads the body up to `limit` bytes.
-async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+pub(super) async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::Read(e.to_string()))?;
@@ -119,9 +135,11 @@ async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes
         (status = 413, description = "Body above `max_body_bytes`, or more than 1,000 locations", body = ErrorBody),
     ))]
 pub async fn prices(
+    req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::Read)?;
     let body = read_body(payload, state.limits.max_body_bytes).await?;
     // Fast path: the typed shape. Only a body that does not fit it is
     // parsed again as a generic value, to name the offending field.
@@ -188,6 +206,7 @@ fn batch_cells_slow(state: &AppState, body: &[u8]) -> Result<Vec<CellId>, ApiErr
         (status = 404, description = "An index of the right shape that names no H3 cell", body = ErrorBody),
     ))]
 pub async fn cell(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::Read)?;
     let path = CellPath::from_request(&req);
     let cell = match path.parse(&state.geo)? {
         CellParam::Cell(cell) => cell,
@@ -222,6 +241,7 @@ pub async fn cell(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         (status = 400, description = "Missing or invalid `bbox` (or min above max)", body = ErrorBody),
     ))]
 pub async fn cells(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::Read)?;
     let b = CellsQuery::from_request(&req)?.bbox()?;
     let limit = state.limits.max_bbox_cells;
     let (priced, mut truncated) = state
@@ -330,13 +350,28 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type(crate::metrics::CONTENT_TYPE)
-        .body(state.metrics.render((state.now_ms)()))
+        .body(render_metrics(&state))
+}
+
+/// The service's exposition with the quote counters before its `# EOF`.
+fn render_metrics(state: &AppState) -> String {
+    let mut out = state.metrics.render((state.now_ms)());
+    let eof = out.rfind("# EOF").unwrap_or(out.len());
+    out.truncate(eof);
+    state.quotes.metrics.render(&mut out);
+    state.auth.render(&mut out);
+    out.push_str("# EOF\n");
+    out
 }
 
 /// Watermark, lag, throughput and rejects, for the map header and
 /// operators.
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, description = "Status", body = ServiceStatus)))]
-pub async fn service_status(state: web::Data<AppState>) -> HttpResponse {
+pub async fn service_status(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state.authorize(&req, Scope::Admin)?;
     let s = status(&state);
     let now = (state.now_ms)();
     let m = &state.metrics;
@@ -345,7 +380,7 @@ pub async fn service_status(state: web::Data<AppState>) -> HttpResponse {
     let rejected: BTreeMap<&'static str, u64> =
         m.rejected().iter().map(|(r, n)| (r.as_str(), n)).collect();
     let assigned = m.assigned_partitions.load(Relaxed);
-    HttpResponse::Ok().json(ServiceStatus {
+    Ok(HttpResponse::Ok().json(ServiceStatus {
         tick: s.tick,
         model_version: s.model_version.as_str(),
         stale: s.stale,
@@ -358,7 +393,7 @@ pub async fn service_status(state: web::Data<AppState>) -> HttpResponse {
         priced_cells: state.table.len(),
         kafka_assigned_partitions: (assigned >= 0).then_some(assigned),
         ticks_fired: m.ticks_fired.load(Relaxed),
-    })
+    }))
 }
 
 /// Unknown paths: a JSON 404 like every other error.

@@ -5,12 +5,12 @@
 //! here from the same code the handlers check them with.
 
 use actix_web::{HttpResponse, web};
-use serde_json::Value;
+use serde_json::{Value, json};
 use utoipa::OpenApi;
 
-use super::api;
 use super::params::{BBOX_PATTERN, CellShape};
 use super::{AppState, Limits, MAX_BATCH};
+use super::{api, history, quotes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,8 +21,11 @@ use super::{AppState, Limits, MAX_BATCH};
     paths(
         api::price,
         api::prices,
+        quotes::issue,
+        quotes::redeem,
         api::cells,
         api::cell,
+        history::cell_history,
         api::service_status,
         api::healthz,
         api::readyz,
@@ -34,11 +37,14 @@ struct ApiDoc;
 /// `GET /openapi.json`
 pub async fn openapi(state: web::Data<AppState>) -> HttpResponse {
     let limits = state.limits;
-    HttpResponse::Ok().json(document(state.geo.price_resolution(), &limits))
+    let auth = state.auth.enabled();
+    HttpResponse::Ok().json(document(state.geo.price_resolution(), &limits, auth))
 }
 
-/// The document, for cells at `price_resolution` and these limits.
-pub fn document(price_resolution: u8, limits: &Limits) -> Value {
+/// The document, for cells at `price_resolution` and these limits; with
+/// `auth` (API keys configured) every `/v1/*` operation requires a key and
+/// lists the 401, 403 and 429 answers.
+pub fn document(price_resolution: u8, limits: &Limits, auth: bool) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or(Value::Null);
     if let Some(body) = doc.pointer_mut("/paths/~1v1~1prices/post/requestBody") {
         body["description"] = Value::String(format!(
@@ -49,7 +55,84 @@ pub fn document(price_resolution: u8, limits: &Limits) -> Value {
     set_pattern(&mut doc, "/v1/cells", "bbox", &BBOX_PATTERN);
     let cell = CellShape::new(price_resolution).pattern();
     set_pattern(&mut doc, "/v1/cells/{cell}", "cell", &cell);
+    set_pattern(&mut doc, "/v1/cells/{cell}/history", "cell", &cell);
+    link_quote_to_redeem(&mut doc);
+    if auth {
+        require_keys(&mut doc);
+    }
     doc
+}
+
+/// An OpenAPI link from a quote to its redeem (clients and stateful fuzzers
+/// follow it: the `quote_id` answered is the one to send).
+fn link_quote_to_redeem(doc: &mut Value) {
+    let redeem_id = doc
+        .pointer("/paths/~1v1~1quotes~1redeem/post/operationId")
+        .cloned();
+    if let (Some(answer), Some(id)) = (
+        doc.pointer_mut("/paths/~1v1~1quotes/post/responses/200"),
+        redeem_id,
+    ) {
+        answer["links"] = json!({"redeem": {
+            "operationId": id,
+            "requestBody": {"quote_id": "$response.body#/quote_id"},
+            "description": "Redeem this quote before `expires_at`",
+        }});
+    }
+}
+
+/// The route's scope, as `authorize` checks it (for the descriptions).
+fn scope_of(path: &str) -> &'static str {
+    match path {
+        "/v1/quotes" | "/v1/quotes/redeem" => "quote",
+        "/v1/status" => "admin",
+        _ => "read",
+    }
+}
+
+/// Security schemes, and on every `/v1/*` operation: a key required
+/// (either scheme) and the 401, 403 and 429 answers.
+fn require_keys(doc: &mut Value) {
+    let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}});
+    if let Some(components) = doc.get_mut("components").and_then(Value::as_object_mut) {
+        components.insert(
+            "securitySchemes".into(),
+            json!({
+                "bearer": {"type": "http", "scheme": "bearer",
+                    "description": "An API key: `Authorization: Bearer <key>`"},
+                "api_key": {"type": "apiKey", "in": "header", "name": "x-api-key",
+                    "description": "An API key: `x-api-key: <key>`"},
+            }),
+        );
+    }
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut().filter(|(p, _)| p.starts_with("/v1/")) {
+        let scope = scope_of(path);
+        let Some(ops) = item.as_object_mut() else {
+            continue;
+        };
+        for op in ops.values_mut() {
+            op["security"] = json!([{"bearer": []}, {"api_key": []}]);
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            for (status, what) in [
+                ("401", "No API key, or an invalid one (`missing_api_key`, `invalid_api_key`)".to_owned()),
+                ("403", format!("The key lacks the `{scope}` scope (`insufficient_scope`)")),
+                ("429", "The key's rate limit is exhausted (`rate_limited`; retry after `Retry-After` seconds)".to_owned()),
+            ] {
+                let mut answer = json!({"description": what, "content": error});
+                if status == "429" {
+                    answer["headers"] = json!({"Retry-After": {
+                        "description": "Seconds until a request can succeed",
+                        "schema": {"type": "integer", "minimum": 1}}});
+                }
+                responses.insert(status.into(), answer);
+            }
+        }
+    }
 }
 
 /// Sets the `pattern` of parameter `name` of `GET path`.

@@ -8,9 +8,11 @@ use std::sync::LazyLock;
 use actix_web::HttpRequest;
 use primetime_core::{CellId, Geo};
 use serde::Deserialize;
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::ApiError;
+use crate::quotes::MAX_TOKEN_LEN;
 
 /// A latitude in [-90, 90] (no exponent, no leading `+`).
 const LAT: &str = r"-?(?:90(?:\.0+)?|[1-8]?[0-9](?:\.[0-9]+)?)";
@@ -33,7 +35,15 @@ pub struct PriceQuery {
     /// Longitude, degrees (WGS 84).
     #[param(minimum = -180, maximum = 180)]
     pub lng: f64,
+    /// A past time, ms since the Unix epoch: the decision in force then,
+    /// from the per-cell history (410 before the retained history, 422
+    /// after the newest fired tick). Absent: the current price.
+    #[param(minimum = 0, maximum = 253402300799999_i64)]
+    pub at: Option<i64>,
 }
+
+/// Latest time accepted in `at`, `from`, `to`: 9999-12-31T23:59:59.999Z.
+pub const MAX_TIME_MS: i64 = 253_402_300_799_999;
 
 impl PriceQuery {
     pub fn from_request(req: &HttpRequest) -> Result<Self, ApiError> {
@@ -41,7 +51,48 @@ impl PriceQuery {
         Ok(Self {
             lat: coordinate("lat", param(&pairs, "lat")?.parse().ok(), 90.0)?,
             lng: coordinate("lng", param(&pairs, "lng")?.parse().ok(), 180.0)?,
+            at: optional_time(&pairs, "at")?,
         })
+    }
+}
+
+/// Query of `GET /v1/cells/{cell}/history`.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// Start, ms since the Unix epoch: the answer begins with the decision
+    /// in force then (410 before the retained history, 422 after the
+    /// newest fired tick).
+    #[param(minimum = 0, maximum = 253402300799999_i64)]
+    pub from: i64,
+    /// End (inclusive), ms since the Unix epoch. Default and cap: the end
+    /// of the newest fired tick. Before `from`: no changes (an empty
+    /// range, not an error).
+    #[param(minimum = 0, maximum = 253402300799999_i64)]
+    pub to: Option<i64>,
+}
+
+impl HistoryQuery {
+    pub fn from_request(req: &HttpRequest) -> Result<Self, ApiError> {
+        let pairs = query_pairs(req)?;
+        let from =
+            optional_time(&pairs, "from")?.ok_or_else(|| ApiError::field("from", "is required"))?;
+        let to = optional_time(&pairs, "to")?;
+        Ok(Self { from, to })
+    }
+}
+
+/// An optional time parameter: an integer in `0..=MAX_TIME_MS`.
+fn optional_time(pairs: &[(String, String)], name: &str) -> Result<Option<i64>, ApiError> {
+    let Some((_, raw)) = pairs.iter().find(|(k, _)| k == name) else {
+        return Ok(None);
+    };
+    match raw.parse::<i64>() {
+        Ok(v) if (0..=MAX_TIME_MS).contains(&v) && !raw.starts_with('+') => Ok(Some(v)),
+        _ => Err(ApiError::field(
+            name,
+            format!("must be an integer in [0, {MAX_TIME_MS}] (ms since the Unix epoch)"),
+        )),
     }
 }
 
@@ -235,6 +286,96 @@ pub struct Location {
     pub lat: f64,
     #[schema(minimum = -180, maximum = 180)]
     pub lng: f64,
+}
+
+/// Longest `rider_id` / `session_id` of a quote request.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Body of `POST /v1/quotes`.
+#[derive(Debug, ToSchema)]
+pub struct QuoteRequest {
+    #[schema(minimum = -90, maximum = 90)]
+    pub lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
+    pub lng: f64,
+    /// The backend's rider id, written into the quote: 1 to 128 of
+    /// `A-Za-z0-9._:@-` (a UUID, a number, an email-like id).
+    #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$")]
+    pub rider_id: Option<String>,
+    /// The backend's session id, written into the quote (as `rider_id`).
+    #[schema(pattern = "^[A-Za-z0-9._:@-]{1,128}$")]
+    pub session_id: Option<String>,
+}
+
+impl QuoteRequest {
+    /// Parses and validates a body, naming the offending field.
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let v = json_object(body)?;
+        Ok(Self {
+            lat: coordinate("lat", v.get("lat").and_then(Value::as_f64), 90.0)?,
+            lng: coordinate("lng", v.get("lng").and_then(Value::as_f64), 180.0)?,
+            rider_id: optional_id(&v, "rider_id")?,
+            session_id: optional_id(&v, "session_id")?,
+        })
+    }
+}
+
+/// Body of `POST /v1/quotes/redeem`.
+#[derive(Debug, ToSchema)]
+pub struct RedeemRequest {
+    /// The `quote_id` of a quote (a signed token).
+    #[schema(min_length = 1, max_length = 1024)]
+    pub quote_id: String,
+}
+
+impl RedeemRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let v = json_object(body)?;
+        let quote_id = match v.get("quote_id") {
+            None | Some(Value::Null) => return Err(ApiError::field("quote_id", "is required")),
+            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_TOKEN_LEN => {
+                s.clone()
+            }
+            Some(_) => {
+                return Err(ApiError::field(
+                    "quote_id",
+                    format!("must be a string of 1 to {MAX_TOKEN_LEN} characters"),
+                ));
+            }
+        };
+        Ok(Self { quote_id })
+    }
+}
+
+/// A JSON object body.
+fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::InvalidBody("must be a JSON object".to_owned())),
+        Err(e) => Err(ApiError::InvalidBody(e.to_string())),
+    }
+}
+
+/// An optional id: 1 to [`MAX_ID_LEN`] of `A-Za-z0-9._:@-`. The alphabet
+/// needs no JSON escape, so two ids of full length keep a quote's token
+/// well below [`MAX_TOKEN_LEN`].
+fn optional_id(
+    v: &serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, ApiError> {
+    let ok = |s: &str| {
+        (1..=MAX_ID_LEN).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b))
+    };
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if ok(s) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::field(
+            field,
+            format!("must be 1 to {MAX_ID_LEN} of A-Za-z0-9._:@-"),
+        )),
+    }
 }
 
 fn query_pairs(req: &HttpRequest) -> Result<Vec<(String, String)>, ApiError> {

@@ -55,13 +55,22 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     let choice = crate::model::choose(&config.model, config.core.policy.fallback);
     metrics.set_model_fallback(choice.fallback_reason.is_some());
     let parts = Parts {
-        table: Arc::new(PriceTable::new(choice.model.version())),
+        table: Arc::new(PriceTable::with_history(
+            choice.model.version(),
+            crate::history::History::new(config.core.bucket_ms, &config.history),
+        )),
         model: choice.model,
         active: Arc::new(ActiveView::new(config.shards)),
         metrics,
         stop: Arc::new(AtomicBool::new(false)),
         remote: Arc::default(),
     };
+    // A resumed Kafka pipeline may hold decisions the history never saw:
+    // no 1.0 guessed for them until the history is restored.
+    parts
+        .table
+        .history()
+        .set_unseen_are_unpriced(!config.kafka.enabled());
     let (mut runner, mode) = start_mode(&config, &parts)?;
     let server = start_http(&config, &parts)?;
     let handle = server.handle();
@@ -147,6 +156,11 @@ fn start_http(config: &ServiceConfig, parts: &Parts) -> anyhow::Result<actix_web
             table: Arc::clone(&parts.table),
             remote: Arc::clone(&parts.remote),
         }),
+        quotes: Arc::new(crate::quotes::QuoteDesk::new(
+            &config.quotes,
+            Arc::new(crate::quotes::NoAudit),
+        )),
+        auth: Arc::new(crate::auth::Auth::new(&config.auth)),
     };
     let addr = config.socket_addr();
     Ok(HttpServer::new(move || {

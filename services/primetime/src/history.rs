@@ -1,0 +1,640 @@
+//! The per-cell history of price changes: which decision was in force in a
+//! cell at a past time (`GET /v1/price?at=`, `GET /v1/cells/{cell}/history`).
+//!
+//! Only changes are kept (a decision whose multiplier and model equal the
+//! cell's previous one adds nothing), each in 8 bytes: the tick relative to
+//! the first tick seen, the multiplier in twentieths and an interned model
+//! version. Per cell at most `max_changes_per_cell` are kept (the oldest go
+//! first, and the cell's history then starts later); every 64 ticks each
+//! shard drops changes older than the retention, keeping the one in force
+//! at the horizon. Memory: about `48 + 8 × changes` bytes per cell with a
+//! history, plus ~30 of allocator rounding; so at most about
+//! `80 + 8 × max_changes_per_cell` (592 B with the default 64, 1.65 GiB at
+//! 3 M cells). Measured (`tests/history_memory.rs`): 3 M cells with 4
+//! changes each take 235 MiB by the history's count (82 B/cell), 319 MiB of
+//! resident set (112 B/cell). Cells back at 1.0 since before the retention
+//! hold nothing.
+//!
+//! An answer is never a guess: a time before what is retained (before the
+//! retention, before the first tick this history saw or was restored from,
+//! or before a cell's truncated history) is [`HistoryError::Outside`]; a
+//! time after the newest tick is [`HistoryError::NotYet`].
+//!
+//! After a restart the history can be filled from a stream of
+//! `PriceUpdate`s (the prices topic read from `now − retention`, or the
+//! Redis price table's current state) with [`History::restore`].
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+
+use primetime_core::{CellId, PriceDecision, Tick};
+use primetime_proto::v1::PriceUpdate;
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// `[history]` in the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// How far back decisions are answered. Default 24 h.
+    pub retention_ms: i64,
+    /// Most changes kept per cell (8 bytes each). Default 64: a cell
+    /// changing at every 10 s tick keeps its last ~10 minutes; one changing
+    /// every ~20 minutes keeps the whole day.
+    pub max_changes_per_cell: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        Self {
+            retention_ms: 24 * 3_600_000,
+            max_changes_per_cell: 64,
+        }
+    }
+}
+
+impl HistoryConfig {
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if !(60_000..=30 * 86_400_000).contains(&self.retention_ms) {
+            p.push(format!(
+                "history.retention_ms: must be in 60000..=2592000000 (1 min to 30 days), got {}",
+                self.retention_ms
+            ));
+        }
+        if !(1..=65_536).contains(&self.max_changes_per_cell) {
+            p.push(format!(
+                "history.max_changes_per_cell: must be in 1..=65536, got {}",
+                self.max_changes_per_cell
+            ));
+        }
+        p
+    }
+}
+
+/// Why a time cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HistoryError {
+    /// Before what is retained; `retained_from_ms` is the earliest time
+    /// answered (for this cell), if any.
+    #[error("before the retained history (answered from {retained_from_ms:?} ms)")]
+    Outside { retained_from_ms: Option<i64> },
+    /// After the newest fired tick (`known_until_ms`, if any).
+    #[error("after the newest fired tick (known until {known_until_ms:?} ms)")]
+    NotYet { known_until_ms: Option<i64> },
+}
+
+/// One decision as the history knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// The tick that decided it: in force from `tick.end_ms(bucket_ms)`.
+    pub tick: Tick,
+    pub twentieths: u32,
+    pub model_version: Arc<str>,
+}
+
+/// A stored change: 8 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packed {
+    /// Relative to [`History::base`].
+    tick: i32,
+    twentieths: u16,
+    model: u16,
+}
+
+#[derive(Debug, Default)]
+struct CellHistory {
+    /// By tick, oldest first; never empty.
+    changes: Vec<Packed>,
+    /// Relative tick from which this cell's history is complete (after a
+    /// truncation), else `i32::MIN`.
+    complete_from: i32,
+}
+
+/// Lock shards: writers (the clock, one cell at a time) and readers (HTTP)
+/// rarely meet on the same shard.
+const SHARDS: usize = 64;
+
+/// The history of every cell. Written by the price table's one writer (the
+/// clock), read by HTTP handlers.
+#[derive(Debug)]
+pub struct History {
+    bucket_ms: i64,
+    retention_ticks: i64,
+    max_changes: usize,
+    /// The first tick recorded: stored ticks are relative to it (i32 holds
+    /// ±68 years of 1 s ticks). `i64::MIN` until set.
+    base: AtomicI64,
+    /// Answers start at this tick (the first published or restored from).
+    covered_from: AtomicI64,
+    /// The newest tick published (`i64::MIN` before any).
+    newest: AtomicI64,
+    /// A lock per shard of cells; held for one cell's update or read.
+    shards: Box<[RwLock<FxHashMap<u64, CellHistory>>]>,
+    /// Interned model versions (a handful per process lifetime); read
+    /// under the lock, appended by the writer.
+    models: RwLock<Vec<Arc<str>>>,
+    /// A cell without a change at or before a time was at 1.0 then: true
+    /// when every cell was unpriced as the history began (a fresh start,
+    /// the embedded default) or after [`Self::restore`]; false while a
+    /// resumed pipeline may hold decisions this history never saw (Kafka
+    /// mode before the restore), when such times answer `Outside`.
+    unseen_are_unpriced: AtomicBool,
+}
+
+impl History {
+    pub fn new(bucket_ms: i64, config: &HistoryConfig) -> Self {
+        let bucket_ms = bucket_ms.max(1);
+        Self {
+            bucket_ms,
+            retention_ticks: config.retention_ms / bucket_ms,
+            max_changes: config.max_changes_per_cell.max(1),
+            base: AtomicI64::new(i64::MIN),
+            covered_from: AtomicI64::new(i64::MAX),
+            newest: AtomicI64::new(i64::MIN),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            models: RwLock::default(),
+            unseen_are_unpriced: AtomicBool::new(true),
+        }
+    }
+
+    /// See [`History`]'s `unseen_are_unpriced`: `false` for a pipeline
+    /// resumed from a snapshot or committed offsets, until restored.
+    pub fn set_unseen_are_unpriced(&self, v: bool) {
+        self.unseen_are_unpriced.store(v, Relaxed);
+    }
+
+    pub fn bucket_ms(&self) -> i64 {
+        self.bucket_ms
+    }
+
+    /// Records one published tick: its decisions, and that every cell
+    /// without one kept its multiplier. Prunes one shard.
+    pub fn publish(&self, tick: Tick, decisions: &[PriceDecision]) {
+        self.covered_from.fetch_min(tick.0, Relaxed);
+        for d in decisions {
+            self.record(
+                d.cell.as_u64(),
+                d.tick,
+                d.multiplier.twentieths(),
+                &d.model_version,
+            );
+        }
+        self.newest.fetch_max(tick.0, Relaxed);
+        let shard = tick.0.rem_euclid(SHARDS as i64) as usize;
+        self.prune_shard(shard, Tick(tick.0.saturating_sub(self.retention_ticks)));
+    }
+
+    /// Fills the history from `PriceUpdate`s (any order; e.g. the prices
+    /// topic read from `now − retention`, or the Redis price table), which
+    /// hold every change from tick `complete_from` on and, for every cell
+    /// not at 1.0 then, the change in force at it (the compacted topic from
+    /// its start, or Redis's current table for `complete_from` = its
+    /// newest tick). Answers then start
+    /// at `complete_from` (or earlier, if this process had published
+    /// earlier ticks). Updates that do not parse are skipped and counted.
+    pub fn restore<'a>(
+        &self,
+        updates: impl IntoIterator<Item = &'a PriceUpdate>,
+        complete_from: Tick,
+    ) -> RestoreStats {
+        let mut stats = RestoreStats::default();
+        for u in updates {
+            let cell = u64::from_str_radix(&u.cell, 16)
+                .ok()
+                .and_then(CellId::from_u64);
+            let twentieths = (u.multiplier * 20.0).round();
+            match cell {
+                Some(c) if twentieths.is_finite() && (20.0..=65_535.0).contains(&twentieths) => {
+                    self.record(
+                        c.as_u64(),
+                        Tick(u.tick),
+                        twentieths as u32,
+                        &u.model_version,
+                    );
+                    self.newest.fetch_max(u.tick, Relaxed);
+                    stats.applied += 1;
+                }
+                _ => stats.skipped += 1,
+            }
+        }
+        self.covered_from.fetch_min(complete_from.0, Relaxed);
+        self.unseen_are_unpriced.store(true, Relaxed);
+        let horizon = Tick(
+            self.newest
+                .load(Relaxed)
+                .saturating_sub(self.retention_ticks),
+        );
+        for shard in 0..SHARDS {
+            self.prune_shard(shard, horizon);
+        }
+        stats
+    }
+
+    fn rel(&self, tick: Tick) -> Option<i32> {
+        let base = match self
+            .base
+            .compare_exchange(i64::MIN, tick.0, Relaxed, Relaxed)
+        {
+            Ok(_) => tick.0,
+            Err(b) => b,
+        };
+        i32::try_from(tick.0.checked_sub(base)?).ok()
+    }
+
+    fn abs(&self, rel: i32) -> Tick {
+        Tick(self.base.load(Relaxed).saturating_add(i64::from(rel)))
+    }
+
+    fn model_index(&self, version: &str) -> u16 {
+        if let Ok(models) = self.models.read()
+            && let Some(i) = models.iter().position(|m| &**m == version)
+        {
+            return i as u16;
+        }
+        let Ok(mut models) = self.models.write() else {
+            return 0;
+        };
+        if let Some(i) = models.iter().position(|m| &**m == version) {
+            return i as u16;
+        }
+        // More than 65,535 model versions in one process: the last slot is
+        // reused (a wrong version label, never a wrong multiplier).
+        if models.len() < usize::from(u16::MAX) {
+            models.push(Arc::from(version));
+        }
+        (models.len() - 1) as u16
+    }
+
+    fn shard(&self, cell: u64) -> &RwLock<FxHashMap<u64, CellHistory>> {
+        // H3 indexes share their high bits: mix before taking the shard.
+        let mixed = cell.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58;
+        &self.shards[mixed as usize % SHARDS]
+    }
+
+    fn record(&self, cell: u64, tick: Tick, twentieths: u32, model: &str) {
+        let Some(rel) = self.rel(tick) else {
+            return;
+        };
+        let change = Packed {
+            tick: rel,
+            twentieths: u16::try_from(twentieths).unwrap_or(u16::MAX),
+            model: self.model_index(model),
+        };
+        let Ok(mut shard) = self.shard(cell).write() else {
+            return;
+        };
+        let h = shard.entry(cell).or_insert_with(|| CellHistory {
+            changes: Vec::new(),
+            complete_from: i32::MIN,
+        });
+        insert_change(h, change, self.max_changes);
+    }
+
+    /// Drops what lies before `horizon`, keeping the change in force then;
+    /// a cell whose only change is a 1.0 in force since before the horizon
+    /// is dropped (no history answers 1.0 the same way).
+    fn prune_shard(&self, shard: usize, horizon: Tick) {
+        let base = self.base.load(Relaxed);
+        if base == i64::MIN {
+            return;
+        }
+        let horizon = (horizon.0 - base).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+        let Ok(mut cells) = self.shards[shard].write() else {
+            return;
+        };
+        cells.retain(|_, h| {
+            let keep_from = h.changes.partition_point(|c| c.tick <= horizon);
+            if keep_from > 1 {
+                h.changes.drain(..keep_from - 1);
+                h.changes.shrink_to_fit();
+            }
+            !(h.changes.len() == 1 && h.changes[0].tick <= horizon && h.changes[0].twentieths == 20)
+        });
+    }
+
+    /// The change in force at event time `at_ms` (`None`: the cell was at
+    /// 1.0, unpriced).
+    pub fn at(&self, cell: CellId, at_ms: i64) -> Result<Option<Change>, HistoryError> {
+        let k = self.tick_at(at_ms)?;
+        let (changes, complete_from) = self.cell_changes(cell);
+        self.check_cell(complete_from, k)?;
+        let change = changes.iter().rev().find(|c| c.tick <= k).cloned();
+        self.check_unseen(change.is_some(), &changes)?;
+        Ok(change)
+    }
+
+    /// No change at or before the time asked: 1.0 only if unseen cells
+    /// are known to be unpriced.
+    fn check_unseen(&self, found: bool, changes: &[Change]) -> Result<(), HistoryError> {
+        if found || self.unseen_are_unpriced.load(Relaxed) {
+            return Ok(());
+        }
+        Err(HistoryError::Outside {
+            retained_from_ms: changes.first().map(|c| c.tick.end_ms(self.bucket_ms)),
+        })
+    }
+
+    /// The change in force at `from_ms` and every change after it up to
+    /// `to_ms` (inclusive), oldest first; `to_ms` may lie after the newest
+    /// tick (see [`Self::known_until_ms`]).
+    pub fn range(
+        &self,
+        cell: CellId,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<(Option<Change>, Vec<Change>), HistoryError> {
+        let k = self.tick_at(from_ms)?;
+        let (changes, complete_from) = self.cell_changes(cell);
+        self.check_cell(complete_from, k)?;
+        let at_from = changes.iter().rev().find(|c| c.tick <= k).cloned();
+        self.check_unseen(at_from.is_some(), &changes)?;
+        let after = changes
+            .into_iter()
+            .filter(|c| c.tick > k && c.tick.end_ms(self.bucket_ms) <= to_ms)
+            .collect();
+        Ok((at_from, after))
+    }
+
+    /// The end of the newest tick: answers are known up to it.
+    pub fn known_until_ms(&self) -> Option<i64> {
+        let n = self.newest.load(Relaxed);
+        (n != i64::MIN).then(|| Tick(n).end_ms(self.bucket_ms))
+    }
+
+    /// The earliest time answered for any cell.
+    pub fn retained_from_ms(&self) -> Option<i64> {
+        let n = self.newest.load(Relaxed);
+        let c = self.covered_from.load(Relaxed);
+        (n != i64::MIN && c != i64::MAX)
+            .then(|| Tick(c.max(n.saturating_sub(self.retention_ticks))).end_ms(self.bucket_ms))
+    }
+
+    /// The tick in force at `at_ms`: the newest whose end is at or before
+    /// it, if retained and fired.
+    fn tick_at(&self, at_ms: i64) -> Result<Tick, HistoryError> {
+        let k = Tick(at_ms.div_euclid(self.bucket_ms) - 1);
+        let newest = self.newest.load(Relaxed);
+        if newest == i64::MIN || k.0 > newest {
+            return Err(HistoryError::NotYet {
+                known_until_ms: self.known_until_ms(),
+            });
+        }
+        let horizon = self
+            .covered_from
+            .load(Relaxed)
+            .max(newest.saturating_sub(self.retention_ticks));
+        if k.0 < horizon {
+            return Err(HistoryError::Outside {
+                retained_from_ms: self.retained_from_ms(),
+            });
+        }
+        Ok(k)
+    }
+
+    fn check_cell(&self, complete_from: Option<Tick>, k: Tick) -> Result<(), HistoryError> {
+        match complete_from {
+            Some(from) if k < from => {
+                let global = self.retained_from_ms().unwrap_or(i64::MIN);
+                Err(HistoryError::Outside {
+                    retained_from_ms: Some(from.end_ms(self.bucket_ms).max(global)),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A cell's changes, and the tick from which they are complete when
+    /// truncated.
+    fn cell_changes(&self, cell: CellId) -> (Vec<Change>, Option<Tick>) {
+        let key = cell.as_u64();
+        let Ok(shard) = self.shard(key).read() else {
+            return (Vec::new(), None);
+        };
+        let Some(h) = shard.get(&key) else {
+            return (Vec::new(), None);
+        };
+        let models = self.models.read().map(|m| m.clone()).unwrap_or_default();
+        let changes = h
+            .changes
+            .iter()
+            .map(|c| Change {
+                tick: self.abs(c.tick),
+                twentieths: u32::from(c.twentieths),
+                model_version: models
+                    .get(usize::from(c.model))
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from("")),
+            })
+            .collect();
+        let complete_from = (h.complete_from != i32::MIN).then(|| self.abs(h.complete_from));
+        (changes, complete_from)
+    }
+
+    /// Cells with a history, and the bytes they hold (hash tables at their
+    /// capacity, change vectors at theirs; allocator overhead excluded).
+    pub fn footprint(&self) -> (usize, usize) {
+        let entry = std::mem::size_of::<(u64, CellHistory)>() + 1;
+        let mut cells = 0;
+        let mut bytes = 0;
+        for s in &self.shards {
+            if let Ok(map) = s.read() {
+                cells += map.len();
+                bytes += map.capacity() * entry;
+                bytes += map
+                    .values()
+                    .map(|h| h.changes.capacity() * std::mem::size_of::<Packed>())
+                    .sum::<usize>();
+            }
+        }
+        (cells, bytes)
+    }
+}
+
+/// Inserts a change in tick order: a change equal to the one before it
+/// adds nothing; one at the same tick replaces it; above `max` the oldest
+/// goes and the cell's history starts at the new oldest.
+fn insert_change(h: &mut CellHistory, change: Packed, max: usize) {
+    let at = h.changes.partition_point(|c| c.tick <= change.tick);
+    if at > 0 {
+        let prev = h.changes[at - 1];
+        if prev.tick == change.tick {
+            h.changes[at - 1] = change;
+            return;
+        }
+        if (prev.twentieths, prev.model) == (change.twentieths, change.model) {
+            return;
+        }
+    }
+    // Exact growth: a cell's vector is small, rewritten rarely (once per
+    // change), and doubling would waste up to half of the history's memory.
+    h.changes.reserve_exact(1);
+    h.changes.insert(at, change);
+    if h.changes.len() > max {
+        h.changes.remove(0);
+        h.complete_from = h.changes[0].tick;
+    }
+}
+
+/// What [`History::restore`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreStats {
+    pub applied: u64,
+    pub skipped: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: i64 = 10_000;
+    const CELL: u64 = 0x8828308281fffff;
+
+    fn cell() -> CellId {
+        CellId::from_u64(CELL).unwrap()
+    }
+
+    /// Ticks 100..=200 published; cell changes at 110 (1.5), 150 (2.0),
+    /// 180 (1.0).
+    fn filled(config: &HistoryConfig) -> History {
+        let h = History::new(B, config);
+        for t in 100..=200 {
+            h.covered_from.fetch_min(t, Relaxed);
+            match t {
+                110 => h.record(CELL, Tick(t), 30, "v1"),
+                150 => h.record(CELL, Tick(t), 40, "v2"),
+                180 => h.record(CELL, Tick(t), 20, "v2"),
+                _ => {}
+            }
+            h.newest.fetch_max(t, Relaxed);
+        }
+        h
+    }
+
+    fn at(h: &History, ms: i64) -> Result<Option<u32>, HistoryError> {
+        h.at(cell(), ms).map(|c| c.map(|c| c.twentieths))
+    }
+
+    #[test]
+    fn the_decision_in_force_at_a_time() {
+        let h = filled(&HistoryConfig::default());
+        // Tick k is in force from (k + 1) × bucket.
+        assert_eq!(at(&h, Tick(100).end_ms(B)), Ok(None));
+        assert_eq!(at(&h, Tick(110).end_ms(B) - 1), Ok(None));
+        assert_eq!(at(&h, Tick(110).end_ms(B)), Ok(Some(30)));
+        assert_eq!(at(&h, Tick(160).end_ms(B) + 5), Ok(Some(40)));
+        assert_eq!(at(&h, Tick(200).end_ms(B)), Ok(Some(20)));
+        let c = h.at(cell(), Tick(150).end_ms(B)).unwrap().unwrap();
+        assert_eq!((c.tick, &*c.model_version), (Tick(150), "v2"));
+        // Before the first tick seen, after the newest: never a guess.
+        assert!(matches!(
+            at(&h, Tick(99).end_ms(B)),
+            Err(HistoryError::Outside { retained_from_ms: Some(ms) }) if ms == Tick(100).end_ms(B)
+        ));
+        assert!(matches!(
+            at(&h, Tick(201).end_ms(B)),
+            Err(HistoryError::NotYet { known_until_ms: Some(ms) }) if ms == Tick(200).end_ms(B)
+        ));
+        let (from, after) = h
+            .range(cell(), Tick(120).end_ms(B), Tick(190).end_ms(B))
+            .unwrap();
+        assert_eq!(from.map(|c| c.twentieths), Some(30));
+        let ticks: Vec<i64> = after.iter().map(|c| c.tick.0).collect();
+        assert_eq!(ticks, [150, 180]);
+    }
+
+    #[test]
+    fn retention_and_truncation_answer_outside() {
+        let h = filled(&HistoryConfig {
+            retention_ms: 60 * B,
+            max_changes_per_cell: 64,
+        });
+        for s in 0..SHARDS {
+            h.prune_shard(s, Tick(200 - 60));
+        }
+        assert!(matches!(
+            at(&h, Tick(139).end_ms(B)),
+            Err(HistoryError::Outside { .. })
+        ));
+        // The change in force at the horizon (tick 110) is kept.
+        assert_eq!(at(&h, Tick(140).end_ms(B)), Ok(Some(30)));
+
+        let h = filled(&HistoryConfig {
+            max_changes_per_cell: 2,
+            ..HistoryConfig::default()
+        });
+        assert_eq!(at(&h, Tick(150).end_ms(B)), Ok(Some(40)));
+        assert!(matches!(
+            at(&h, Tick(149).end_ms(B)),
+            Err(HistoryError::Outside { retained_from_ms: Some(ms) }) if ms == Tick(150).end_ms(B)
+        ));
+    }
+
+    #[test]
+    fn a_resumed_pipeline_does_not_guess_unseen_cells() {
+        let h = filled(&HistoryConfig::default());
+        h.set_unseen_are_unpriced(false);
+        // Before the cell's first change seen: it may have been priced.
+        assert!(matches!(
+            at(&h, Tick(109).end_ms(B)),
+            Err(HistoryError::Outside { retained_from_ms: Some(ms) }) if ms == Tick(110).end_ms(B)
+        ));
+        assert_eq!(at(&h, Tick(110).end_ms(B)), Ok(Some(30)));
+        let other = CellId::from_u64(0x8828308283fffff).unwrap();
+        assert!(h.at(other, Tick(150).end_ms(B)).is_err());
+        h.restore(&[], Tick(100));
+        assert_eq!(h.at(other, Tick(150).end_ms(B)), Ok(None));
+    }
+
+    #[test]
+    fn unchanged_decisions_add_nothing_and_settled_cells_are_pruned() {
+        let h = History::new(B, &HistoryConfig::default());
+        h.record(CELL, Tick(1), 30, "v1");
+        h.record(CELL, Tick(2), 30, "v1");
+        h.record(CELL, Tick(3), 20, "v1");
+        h.newest.store(3, Relaxed);
+        assert_eq!(h.footprint().0, 1);
+        for s in 0..SHARDS {
+            h.prune_shard(s, Tick(5));
+        }
+        assert_eq!(h.footprint().0, 0);
+    }
+
+    #[test]
+    fn restored_from_price_updates_answers_the_same() {
+        let h = filled(&HistoryConfig::default());
+        let updates: Vec<PriceUpdate> = [(110, 1.5, "v1"), (150, 2.0, "v2"), (180, 1.0, "v2")]
+            .iter()
+            .rev() // any order
+            .map(|&(tick, multiplier, v)| PriceUpdate {
+                cell: format!("{CELL:x}"),
+                tick,
+                tick_end_ms: Tick(tick).end_ms(B),
+                multiplier,
+                model_version: v.into(),
+                explanation: String::new(),
+            })
+            .chain([PriceUpdate {
+                cell: "nope".into(),
+                ..PriceUpdate::default()
+            }])
+            .collect();
+        let restored = History::new(B, &HistoryConfig::default());
+        let stats = restored.restore(&updates, Tick(100));
+        assert_eq!(
+            stats,
+            RestoreStats {
+                applied: 3,
+                skipped: 1
+            }
+        );
+        // After the restart the service publishes tick 201 onwards.
+        restored.publish(Tick(200), &[]);
+        for t in (100..=200).step_by(7) {
+            let ms = Tick(t).end_ms(B) + 3;
+            assert_eq!(at(&restored, ms), at(&h, ms), "tick {t}");
+        }
+        assert!(at(&restored, Tick(99).end_ms(B)).is_err());
+    }
+}
