@@ -20,11 +20,12 @@ use crate::pipeline::{Input, InputRecord, Lockstep, Poll, Round};
 /// `speed` times as fast as the wall clock from the moment of creation.
 ///
 /// In the closed loop ([`SimInput::closed_loop`], the simulator's market
-/// on) it steps one bucket per poll, and only once the pipeline has
-/// settled every tick its records so far made fireable (see
+/// on) it never steps past a bucket boundary before the pipeline has
+/// settled every tick its records up to that boundary made fireable (see
 /// [`crate::pipeline::lockstep`]); the riders then see those decisions.
-/// Pacing by the wall clock only delays steps, never changes them, so the
-/// run is a pure function of (config, seed, model) at any speed.
+/// Pacing by the wall clock only delays steps, never changes what happens
+/// at a boundary, so the run is a pure function of (config, seed, model)
+/// at any speed.
 pub struct SimInput {
     sim: Simulator,
     wall_start: Instant,
@@ -42,8 +43,10 @@ pub struct SimInput {
 /// The closed loop's side of the lockstep.
 struct ClosedLoop {
     lockstep: Arc<Lockstep>,
-    /// The pipeline's bucket: the simulator steps one per round.
+    /// The pipeline's bucket: prices change only at its boundaries.
     bucket_ms: i64,
+    /// The boundary whose decisions the riders have seen.
+    observed_at: Option<i64>,
 }
 
 impl SimInput {
@@ -70,6 +73,7 @@ impl SimInput {
         self.closed_loop = Some(ClosedLoop {
             lockstep,
             bucket_ms: bucket_ms.max(1),
+            observed_at: None,
         });
         self
     }
@@ -82,45 +86,38 @@ impl SimInput {
         self
     }
 
-    /// Sleeps until the wall clock allows simulated time `t_ms` (in short
-    /// naps, so a stop request is seen); false when stopped.
-    fn pace_to(&self, t_ms: i64) -> bool {
-        loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return false;
-            }
-            let due = (t_ms - self.sim_start_ms) as f64 / self.speed;
-            let ahead_ms = due - self.wall_start.elapsed().as_secs_f64() * 1000.0;
-            if ahead_ms <= 0.0 {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis((ahead_ms as u64).clamp(1, 50)));
-        }
-    }
-
-    /// One closed-loop round: the settled decisions to the riders, then one
-    /// bucket of simulated time.
+    /// One closed-loop poll. At a bucket boundary not yet crossed: the
+    /// decisions settled from every record before it go to the riders
+    /// first. Then simulated time advances as far as the wall clock allows,
+    /// but never past the next boundary (prices change only there).
     fn poll_closed(&mut self, out: &mut Vec<InputRecord>) -> anyhow::Result<Poll> {
-        let Some(cl) = &self.closed_loop else {
+        let Some(cl) = &mut self.closed_loop else {
             return Ok(Poll::More);
         };
-        let decisions = match cl.lockstep.wait(Duration::from_millis(100)) {
-            Round::Settled(d) => d,
-            Round::Pending => return Ok(Poll::More),
-            Round::Closed => return Ok(Poll::Stop),
-        };
-        let prices: Vec<(CellId, f64)> = decisions
-            .iter()
-            .map(|d| (d.cell, d.multiplier.value()))
-            .collect();
-        self.sim.observe_prices(&prices);
         let now = self.sim.now_ms();
-        let next = (now.div_euclid(cl.bucket_ms) + 1) * cl.bucket_ms;
-        let next = self.end_ms.map_or(next, |e| next.min(e));
-        if !self.pace_to(next) {
-            return Ok(Poll::Stop);
+        if now.rem_euclid(cl.bucket_ms) == 0 && cl.observed_at != Some(now) {
+            let decisions = match cl.lockstep.wait(Duration::from_millis(100)) {
+                Round::Settled(d) => d,
+                Round::Pending => return Ok(Poll::More),
+                Round::Closed => return Ok(Poll::Stop),
+            };
+            cl.observed_at = Some(now);
+            let prices: Vec<(CellId, f64)> = decisions
+                .iter()
+                .map(|d| (d.cell, d.multiplier.value()))
+                .collect();
+            self.sim.observe_prices(&prices);
         }
-        self.step_to(next, out);
+        let boundary = (now.div_euclid(cl.bucket_ms) + 1) * cl.bucket_ms;
+        let allowed = self.sim_start_ms
+            + (self.wall_start.elapsed().as_secs_f64() * 1000.0 * self.speed) as i64;
+        let until = boundary.min(allowed).min(self.end_ms.unwrap_or(i64::MAX));
+        if until <= now {
+            // Ahead of the wall clock: nap, so a stop request is seen.
+            std::thread::sleep(Duration::from_millis(20));
+            return Ok(Poll::More);
+        }
+        self.step_to(until, out);
         Ok(self.end_poll())
     }
 
