@@ -123,6 +123,7 @@ impl<S: Sink> Clock<S> {
         mut progress_rx: watch::Receiver<Progress>,
     ) -> anyhow::Result<ClockSummary> {
         let mut stats_rx = self.exchange.as_ref().map(|x| x.subscribe());
+        self.publish_restored();
         loop {
             let progress = *progress_rx.borrow_and_update();
             if let Some(rx) = &mut stats_rx {
@@ -156,6 +157,27 @@ impl<S: Sink> Clock<S> {
                 return Ok(self.summary);
             }
         }
+    }
+
+    /// A clock restored at tick `R` with other instances: publishes the
+    /// restored boundary cells for `R` under the current ownership, so an
+    /// instance that took over a partition answers for it at `R` (the
+    /// previous owner published `R` only relative to what it owned).
+    fn publish_restored(&mut self) {
+        let (Some(x), Some(r)) = (&self.exchange, self.covered) else {
+            return;
+        };
+        if self.summary.ticks > 0 {
+            return;
+        }
+        let mut cells: Vec<(CellId, Summary)> = self
+            .boundary
+            .summaries
+            .iter()
+            .map(|(c, s)| (*c, *s))
+            .collect();
+        cells.sort_unstable_by_key(|(c, _)| *c);
+        x.publish(Some(Tick(r.0 - 1)), r, &cells);
     }
 
     async fn fire_ready(&mut self, progress: Progress) -> anyhow::Result<()> {

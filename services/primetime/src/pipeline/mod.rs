@@ -138,7 +138,12 @@ impl Pipeline {
             .map(|_| Shard::new(geo, core.window_params()))
             .collect();
         let start = match &options.restore {
-            Some(img) => Some(restore_shards(img, geo, &mut shards)?),
+            Some(img) => Some(restore_shards(
+                img,
+                geo,
+                &mut shards,
+                options.exchange.as_deref(),
+            )?),
             None => None,
         };
         let setup = shard::ShardSetup {
@@ -216,11 +221,15 @@ impl Pipeline {
 
 /// Imports an image's cells into the shards that own them (the shard count
 /// may differ from the image's) and rebuilds the boundary summaries of its
-/// tick: where the clock starts.
+/// tick: where the clock starts. With other instances, the cells next to
+/// their regions count as boundary cells too (as after a fired tick), so
+/// the clock can publish them for the restored tick under the new
+/// ownership.
 fn restore_shards(
     img: &PipelineImage,
     geo: primetime_core::Geo,
     shards: &mut [Shard],
+    exchange: Option<&dyn BoundaryExchange>,
 ) -> anyhow::Result<clock::ClockStart> {
     let n = shards.len();
     let mut per_shard = vec![Vec::new(); n];
@@ -234,9 +243,10 @@ fn restore_shards(
     let mut boundary = shard::BoundaryView::default();
     for (i, (shard, cells)) in shards.iter_mut().zip(&per_shard).enumerate() {
         shard.import(cells)?;
-        boundary.summaries.extend(
-            shard.boundary_summaries(|c| primetime_core::shard_of(geo.region_of(c), n) != i),
-        );
+        boundary.summaries.extend(shard.boundary_summaries(|c| {
+            let r = geo.region_of(c);
+            primetime_core::shard_of(r, n) != i || exchange.is_some_and(|x| x.is_foreign(r))
+        }));
     }
     Ok(clock::ClockStart {
         tick: img.tick,
