@@ -59,7 +59,8 @@ impl fmt::Display for ReplaySummary {
 pub fn replay(config: &ServiceConfig, input: &Path, out: &Path) -> anyhow::Result<ReplaySummary> {
     let input = LogInput::open(input)?;
     let file = File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let sink = JsonlSink::new(BufWriter::with_capacity(1 << 20, file));
+    let sink = JsonlSink::new(BufWriter::with_capacity(1 << 20, file))
+        .context("starting the decisions writer")?;
     let choice = crate::model::choose(&config.model, config.core.policy.fallback);
     run(config, input, sink, choice.model)
 }

@@ -326,6 +326,7 @@ impl<S: Sink> Clock<S> {
             if let Some(l) = &self.lockstep {
                 l.fired(&decisions);
             }
+            self.sink.ready().await?;
             self.sink
                 .publish(tick, tick.end_ms(self.bucket_ms), &decisions)?;
         }

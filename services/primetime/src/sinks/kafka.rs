@@ -18,8 +18,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::time::Duration;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::mpsc::{self, OwnedPermit, Receiver, Sender};
 
 use primetime_core::{PriceDecision, Tick};
 use prost::Message as _;
@@ -52,9 +53,24 @@ struct TickBatch {
 /// acknowledged, it becomes the durable tick (what the consumer may commit
 /// up to). Re-publishing a (cell, tick) after a restart writes the same
 /// key and version: consumers keep the newest tick per cell.
-#[derive(Clone)]
+///
+/// Back-pressure is asynchronous: [`Sink::ready`] awaits a slot in the
+/// bounded channel to the publisher thread (the clock's task waits, the
+/// reactor does not), and `publish` fills it without waiting.
 pub struct KafkaSink {
-    tx: SyncSender<TickBatch>,
+    tx: Sender<TickBatch>,
+    /// The slot `ready` reserved for the next tick.
+    permit: Option<OwnedPermit<TickBatch>>,
+}
+
+impl Clone for KafkaSink {
+    /// A clone shares the channel but not a reserved slot.
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            permit: None,
+        }
+    }
 }
 
 /// The publisher thread behind [`KafkaSink`]s.
@@ -68,14 +84,14 @@ impl PricePublisher {
     pub fn start(config: &KafkaConfig, metrics: Arc<Metrics>) -> Result<Self, KafkaError> {
         let counter = DeliveryCounter::default();
         let producer = producer(config, counter.clone())?;
-        let (tx, rx) = mpsc::sync_channel(QUEUED_TICKS);
+        let (tx, mut rx) = mpsc::channel(QUEUED_TICKS);
         let durable_tick = Arc::new(AtomicI64::new(i64::MIN));
         let durable = Arc::clone(&durable_tick);
         let topic = config.topics.prices.clone();
         // Its own thread: flushes wait for the broker, never the reactor.
         let thread = std::thread::Builder::new()
             .name("primetime-kafka-publish".into())
-            .spawn(move || publish_loop(&producer, &counter, &topic, &rx, &durable, &metrics))
+            .spawn(move || publish_loop(&producer, &counter, &topic, &mut rx, &durable, &metrics))
             .map_err(|error| KafkaError::Io {
                 what: "starting the publisher thread",
                 error,
@@ -83,7 +99,7 @@ impl PricePublisher {
         Ok(Self {
             thread: Some(thread),
             durable_tick,
-            sink: Some(KafkaSink { tx }),
+            sink: Some(KafkaSink { tx, permit: None }),
         })
     }
 
@@ -131,7 +147,7 @@ fn publish_loop(
     producer: &ThreadedProducer<DeliveryCounter>,
     counter: &DeliveryCounter,
     topic: &str,
-    rx: &Receiver<TickBatch>,
+    rx: &mut Receiver<TickBatch>,
     durable: &AtomicI64,
     metrics: &Metrics,
 ) {
@@ -141,9 +157,10 @@ fn publish_loop(
     let mut attempts_after_close = 0;
     loop {
         if pending.is_empty() {
-            match rx.recv() {
-                Ok(batch) => pending.push_back(batch),
-                Err(_) => break,
+            // The publisher's own thread: waiting here blocks no reactor.
+            match rx.blocking_recv() {
+                Some(batch) => pending.push_back(batch),
+                None => break,
             }
         }
         // Everything queued goes out before one flush.
@@ -249,19 +266,35 @@ fn send_price(
 }
 
 impl Sink for KafkaSink {
+    async fn ready(&mut self) -> anyhow::Result<()> {
+        if self.permit.is_none() {
+            let permit = self
+                .tx
+                .clone()
+                .reserve_owned()
+                .await
+                .map_err(|_| anyhow::anyhow!("kafka publisher stopped"))?;
+            self.permit = Some(permit);
+        }
+        Ok(())
+    }
+
     fn publish(
         &mut self,
         tick: Tick,
         tick_end_ms: i64,
         decisions: &[PriceDecision],
     ) -> anyhow::Result<()> {
+        let permit = self
+            .permit
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("kafka sink: publish without ready"))?;
         // Empty ticks are sent too: they advance the durable tick.
-        self.tx
-            .send(TickBatch {
-                tick,
-                tick_end_ms,
-                decisions: decisions.to_vec(),
-            })
-            .map_err(|_| anyhow::anyhow!("kafka publisher stopped"))
+        permit.send(TickBatch {
+            tick,
+            tick_end_ms,
+            decisions: decisions.to_vec(),
+        });
+        Ok(())
     }
 }

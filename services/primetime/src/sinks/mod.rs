@@ -8,13 +8,13 @@
 //! decision from [`crate::pipeline`]'s clock to each destination here.
 //!
 //! # Contract
-//! - `publish` is called once per fired tick, in tick order, from the
-//!   clock's task on the actix reactor: it must not block. A sink that does
-//!   I/O hands the tick to its own thread over a bounded channel and
-//!   returns; a full channel is back-pressure the sink states in its docs.
-//!   (Known gap, tracked by the Kafka issue: the Kafka price sink still
-//!   blocks on its own full 256-tick channel inside `publish` during a
-//!   long broker outage.)
+//! - `ready` then `publish` are called once per fired tick, in tick order,
+//!   from the clock's task on the actix reactor. Neither may block the
+//!   thread: a sink that does I/O hands the tick to its own thread over a
+//!   bounded channel, reserving a slot in `ready` (awaited: back-pressure
+//!   suspends the clock's task, not the reactor) and filling it in
+//!   `publish`. Blocking is impossible by construction: `publish` never
+//!   waits, and only `ready` may, asynchronously.
 //! - An `Err` ends the pipeline epoch (the clock stops): a sink never logs
 //!   and skips a decision it could not take.
 
@@ -29,8 +29,17 @@ use primetime_core::{PriceDecision, Tick};
 
 /// Where each tick's decisions go (price table, Kafka, a file).
 pub trait Sink: Send {
-    /// Called once per fired tick, in tick order, with that tick's changed
-    /// prices sorted by cell (possibly none).
+    /// Awaited before every [`Self::publish`]: resolves once the sink can
+    /// take one more tick without blocking. This is where a sink with a
+    /// bounded hand-off applies back-pressure — asynchronously, so the
+    /// reactor stays free. Default: ready at once.
+    fn ready(&mut self) -> impl Future<Output = anyhow::Result<()>> {
+        std::future::ready(Ok(()))
+    }
+
+    /// Called once per fired tick, in tick order, after [`Self::ready`],
+    /// with that tick's changed prices sorted by cell (possibly none). Must
+    /// not block: it only hands the tick over.
     fn publish(
         &mut self,
         tick: Tick,
@@ -46,6 +55,11 @@ pub trait Sink: Send {
 
 /// Both sinks, in order (e.g. the price table, then Kafka).
 impl<A: Sink, B: Sink> Sink for (A, B) {
+    async fn ready(&mut self) -> anyhow::Result<()> {
+        self.0.ready().await?;
+        self.1.ready().await
+    }
+
     fn publish(
         &mut self,
         tick: Tick,
@@ -64,6 +78,13 @@ impl<A: Sink, B: Sink> Sink for (A, B) {
 
 /// An optional sink (e.g. Redis, when configured).
 impl<S: Sink> Sink for Option<S> {
+    async fn ready(&mut self) -> anyhow::Result<()> {
+        match self {
+            Some(s) => s.ready().await,
+            None => Ok(()),
+        }
+    }
+
     fn publish(
         &mut self,
         tick: Tick,
