@@ -16,8 +16,8 @@ use common::{
     write_config,
 };
 use primetime_e2e::{
-    Broker, Record, RedisServer, Service, eventually, metric, read_topic, redis_prices,
-    shared_redis_url, unique,
+    Broker, Record, RedisServer, Service, TestRedis, eventually, metric, read_topic, redis_prices,
+    unique,
 };
 use prost::Message as _;
 
@@ -184,7 +184,9 @@ fn snapshot_bytes_per_cell(service: &Service) -> Option<(f64, f64)> {
 #[test]
 fn kill_9_three_times_at_random_ticks_loses_and_conflicts_nothing() {
     let broker = Broker::start();
-    let redis_url = shared_redis_url();
+    // Held for the test: a private Redis unless PRIMETIME_TEST_REDIS is set.
+    let redis = TestRedis::start();
+    let redis_url = redis.url.clone();
     let dir = tempfile::tempdir().expect("temp dir");
     let topics = Topics::new();
     let group = unique("crash-group");
@@ -310,7 +312,9 @@ fn kill_9_three_times_at_random_ticks_loses_and_conflicts_nothing() {
 #[test]
 fn two_instances_one_killed_the_other_takes_over_without_loss() {
     let broker = Broker::start();
-    let redis_url = shared_redis_url();
+    // Held for the test: a private Redis unless PRIMETIME_TEST_REDIS is set.
+    let redis = TestRedis::start();
+    let redis_url = redis.url.clone();
     let dir = tempfile::tempdir().expect("temp dir");
     let topics = Topics::new();
     let group = unique("takeover-group");
@@ -519,7 +523,9 @@ fn redis_stopped_for_30_s_no_http_errors_and_nothing_lost() {
 #[test]
 fn without_a_snapshot_a_restart_rewinds_and_publishes_no_conflicting_version() {
     let broker = Broker::start();
-    let redis_url = shared_redis_url();
+    // Held for the test: a private Redis unless PRIMETIME_TEST_REDIS is set.
+    let redis = TestRedis::start();
+    let redis_url = redis.url.clone();
     let dir = tempfile::tempdir().expect("temp dir");
     let topics = Topics::new();
     let group = unique("rewind-group");
@@ -612,7 +618,9 @@ fn without_a_snapshot_a_restart_rewinds_and_publishes_no_conflicting_version() {
 #[test]
 fn three_instances_one_joins_one_leaves_while_data_flows() {
     let broker = Broker::start();
-    let redis_url = shared_redis_url();
+    // Held for the test: a private Redis unless PRIMETIME_TEST_REDIS is set.
+    let redis = TestRedis::start();
+    let redis_url = redis.url.clone();
     let dir = tempfile::tempdir().expect("temp dir");
     let topics = Topics::new();
     let group = unique("scale-group");

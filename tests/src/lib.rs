@@ -7,11 +7,10 @@
 //! stops (by process group) when dropped. No broker → the test fails, it
 //! does not skip.
 //!
-//! Redis: `PRIMETIME_TEST_REDIS` (default `redis://127.0.0.1:6379`, which
-//! the test command starts when nothing answers there), or a private
-//! `redis-server` on a free port ([`RedisServer`], the one place the tests
-//! start Redis) for tests that stop it; [`TestRedis`] is either, for a
-//! test that only needs its own keys.
+//! Redis: [`TestRedis`] is `PRIMETIME_TEST_REDIS` when set (the test
+//! command sets it), else a private `redis-server` on a free port
+//! ([`RedisServer`], the one place the tests start Redis; tests that stop
+//! Redis always use their own), so a plain `cargo test` needs no server.
 
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
@@ -81,6 +80,24 @@ impl Broker {
                 };
             }
         }
+        // Tests that start brokers at once can pick the same free port
+        // (chosen, then bound by the JVM): a broker that exits before it
+        // answers is started again, on new ports.
+        for attempt in 1..=3 {
+            match Self::launch() {
+                Ok(broker) => return broker,
+                Err(log) if attempt < 3 => {
+                    eprintln!("kafka broker exited at start (attempt {attempt}), retrying:\n{log}");
+                }
+                Err(log) => panic!("the Kafka broker exited at start three times:\n{log}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    /// One start of `tests/kafka-broker/start.sh`; the broker's log when it
+    /// exits before answering.
+    fn launch() -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = std::fs::File::create(dir.path().join("kafka.log")).expect("broker log");
         // Its own process group: the script execs the JVM, and the whole
@@ -103,13 +120,13 @@ impl Broker {
             child: Some(child),
             _dir: Some(dir),
         };
-        broker.addr = broker.wait_started();
-        broker
+        broker.addr = broker.wait_started()?;
+        Ok(broker)
     }
 
     /// Waits for the started broker's address file and port (a cold jar
     /// fetch may take minutes); panics with its log when it does not come.
-    fn wait_started(&mut self) -> String {
+    fn wait_started(&mut self) -> Result<String, String> {
         let dir = self
             ._dir
             .as_ref()
@@ -120,13 +137,13 @@ impl Broker {
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("the Kafka broker exited ({status}):\n{}", log());
+                    return Err(format!("exit status {status}:\n{}", log()));
                 }
             }
             let addr = std::fs::read_to_string(dir.join("bootstrap")).unwrap_or_default();
             let addr = addr.trim();
             if !addr.is_empty() && TcpStream::connect(addr).is_ok() {
-                return addr.to_owned();
+                return Ok(addr.to_owned());
             }
             assert!(
                 Instant::now() < deadline,
@@ -469,24 +486,6 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         }
         std::thread::sleep(Duration::from_millis(250));
     }
-}
-
-/// The Redis the tests share: `PRIMETIME_TEST_REDIS` or the default URL.
-/// Panics (the test fails) when it does not answer.
-pub fn shared_redis_url() -> String {
-    let url = std::env::var("PRIMETIME_TEST_REDIS")
-        .ok()
-        .filter(|u| !u.trim().is_empty())
-        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
-    let ok = redis::Client::open(url.as_str())
-        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
-        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-    if let Err(e) = ok {
-        panic!(
-            "no Redis answers at {url} ({e}); run the tests with ./scripts/test.sh, which starts one, or set PRIMETIME_TEST_REDIS"
-        );
-    }
-    url
 }
 
 /// A private `redis-server` (nothing on disk) on a free 127.0.0.1 port,
