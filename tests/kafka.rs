@@ -41,7 +41,7 @@ fn scenario(instances: usize) {
             services.push(Service::start(&config, &log, &["--create-topics"]));
         }
         let all = 2 * PARTITIONS as i64;
-        let joined = eventually(Duration::from_secs(60), || {
+        let joined = eventually(Duration::from_secs(150), || {
             let counts: Vec<i64> = services
                 .iter()
                 .map(|s| assigned_partitions(s).unwrap_or(-1))
@@ -159,6 +159,8 @@ fn scenario(instances: usize) {
         dead.len()
     );
 
+    check_quote_audit(&broker, &topics, &services[0]);
+
     for service in &mut services {
         let status = service.terminate();
         assert!(
@@ -167,6 +169,37 @@ fn scenario(instances: usize) {
             service.log_text()
         );
     }
+}
+
+/// A quote issued and redeemed over HTTP lands in the quotes topic: two
+/// records keyed by its id, `kind` issued then redeemed.
+fn check_quote_audit(broker: &Broker, topics: &Topics, service: &Service) {
+    let (status, body) = service
+        .post("/v1/quotes", r#"{"lat": 37.7786, "lng": -122.3893}"#)
+        .expect("POST /v1/quotes");
+    assert_eq!(status, 200, "{body}");
+    let quote: serde_json::Value = serde_json::from_str(&body).expect("quote json");
+    let id = quote["quote_id"].as_str().expect("quote_id").to_owned();
+    let redeem = format!(r#"{{"quote_id": "{id}"}}"#);
+    let (status, body) = service
+        .post("/v1/quotes/redeem", &redeem)
+        .expect("POST /v1/quotes/redeem");
+    assert_eq!(status, 200, "{body}");
+    let kinds = eventually(Duration::from_secs(30), || {
+        let kinds: Vec<String> = read_topic(&broker.addr, &topics.quotes)
+            .into_iter()
+            .filter(|r| r.key.as_deref() == Some(id.as_bytes()))
+            .filter_map(|r| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k == "kind")
+                    .map(|(_, v)| v.clone())
+            })
+            .collect();
+        (kinds.len() == 2).then_some(kinds)
+    })
+    .expect("the quote's two audit records on the quotes topic");
+    assert_eq!(kinds, ["issued", "redeemed"]);
 }
 
 fn assigned_partitions(service: &Service) -> Option<i64> {

@@ -181,7 +181,6 @@ fn snapshot_bytes_per_cell(service: &Service) -> Option<(f64, f64)> {
     (bytes > 0.0 && cells > 0.0).then_some((bytes, cells))
 }
 
-
 /// How long a fresh service may take to fire its first tick: joining the
 /// group on a broker that has just started (its coordinator loading) and
 /// a debug build on 2 shared cores took up to a minute under load.
@@ -348,7 +347,7 @@ fn two_instances_one_killed_the_other_takes_over_without_loss() {
     );
     let assigned =
         |s: &Service| common::status(s).and_then(|v| v["kafka_assigned_partitions"].as_i64());
-    let split = eventually(Duration::from_secs(60), || {
+    let split = eventually(FIRST_TICK_WITHIN, || {
         let (x, y) = (assigned(&a)?, assigned(&b)?);
         (x > 0 && y > 0 && x + y == 2 * i64::from(PARTITIONS)).then_some((x, y))
     });
@@ -659,7 +658,7 @@ fn three_instances_one_joins_one_leaves_while_data_flows() {
     };
     let a = start("a");
     let mut b = start("b");
-    let split = eventually(Duration::from_secs(60), || owning(&[&a, &b]));
+    let split = eventually(FIRST_TICK_WITHIN, || owning(&[&a, &b]));
     assert!(
         split.is_some(),
         "a and b did not split the partitions; logs:\n{}",

@@ -22,6 +22,7 @@ pub struct Topics {
     pub prices: String,
     pub dlq: String,
     pub stats: String,
+    pub quotes: String,
 }
 
 impl Topics {
@@ -33,6 +34,7 @@ impl Topics {
             prices: format!("{p}.prices"),
             dlq: format!("{p}.dlq"),
             stats: format!("{p}.cell-stats"),
+            quotes: format!("{p}.quotes"),
         }
     }
 }
@@ -65,6 +67,7 @@ demand = "{}"
 prices = "{}"
 dlq = "{}"
 cell_stats = "{}"
+quotes = "{}"
 [sim]
 start_ms = {start_ms}
 drivers = 800
@@ -82,7 +85,7 @@ starts_after_ms = 60000
 duration_ms = 240000
 riders = 3000
 "#,
-        topics.drivers, topics.demand, topics.prices, topics.dlq, topics.stats
+        topics.drivers, topics.demand, topics.prices, topics.dlq, topics.stats, topics.quotes
     );
     let path = dir.join("primetime.toml");
     std::fs::write(&path, text).expect("write config");

@@ -266,6 +266,24 @@ impl Service {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `POST path` with a JSON body → (status, body).
+    pub fn post(&self, path: &str, json: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{json}",
+            json.len()
+        )
+        .ok()?;
+        let mut r = String::new();
+        s.read_to_string(&mut r).ok()?;
+        let status = r.split_whitespace().nth(1)?.parse().ok()?;
+        Some((status, r.split_once("\r\n\r\n")?.1.to_owned()))
+    }
+
     /// `GET path` → (status, body).
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         use std::io::{Read, Write};

@@ -358,7 +358,7 @@ fn render_metrics(state: &AppState) -> String {
     let mut out = state.metrics.render((state.now_ms)());
     let eof = out.rfind("# EOF").unwrap_or(out.len());
     out.truncate(eof);
-    state.quotes.metrics.render(&mut out);
+    state.quotes.render_metrics(&mut out);
     state.auth.render(&mut out);
     out.push_str("# EOF\n");
     out

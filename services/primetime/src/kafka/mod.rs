@@ -31,6 +31,7 @@ pub mod consumer;
 pub mod exchange;
 pub mod partitioning;
 pub mod producer;
+pub mod quote_audit;
 
 pub use partitioning::{InputSource, PartitionMap, TopicPartition, murmur2, partition_for_key};
 
@@ -54,6 +55,8 @@ pub struct Topics {
     pub dlq: String,
     /// Boundary-cell stats between instances (one partition, kept 1 h).
     pub cell_stats: String,
+    /// The quotes' audit trail (issued and redeemed quotes, JSON).
+    pub quotes: String,
 }
 
 impl Default for Topics {
@@ -64,6 +67,7 @@ impl Default for Topics {
             prices: "primetime.prices.v1".to_owned(),
             dlq: "primetime.dlq.v1".to_owned(),
             cell_stats: "primetime.cell-stats.v1".to_owned(),
+            quotes: "primetime.quotes.v1".to_owned(),
         }
     }
 }
@@ -142,6 +146,7 @@ impl KafkaConfig {
             ("prices", &t.prices),
             ("dlq", &t.dlq),
             ("cell_stats", &t.cell_stats),
+            ("quotes", &t.quotes),
         ] {
             if v.trim().is_empty() {
                 p.push(format!("kafka.topics.{name}: must not be empty"));
@@ -230,6 +235,8 @@ pub fn create_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
         NewTopic::new(&t.cell_stats, 1, repl())
             .set("cleanup.policy", "delete")
             .set("retention.ms", "3600000"),
+        // An audit trail: kept by the broker's retention, never compacted.
+        NewTopic::new(&t.quotes, config.input_partitions, repl()).set("cleanup.policy", "delete"),
     ];
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -60,6 +60,11 @@ pub struct AuditEvent {
 /// must not block (queue and return; a full queue drops and counts).
 pub trait QuoteAudit: Send + Sync {
     fn record(&self, event: AuditEvent);
+
+    /// Events this trail could not take (counted in `/metrics`).
+    fn dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// Records nothing (the embedded default: counters only).

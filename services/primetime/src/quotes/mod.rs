@@ -205,6 +205,24 @@ impl QuoteDesk {
         }
     }
 
+    /// The quote families and the audit trail's drops, in OpenMetrics text
+    /// (before the `# EOF`).
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        self.metrics.render(out);
+        crate::metrics::family(
+            out,
+            "primetime_quote_audit_dropped_total",
+            "counter",
+            "Quote audit records the trail could not take (its queue was full).",
+        );
+        let _ = writeln!(
+            out,
+            "primetime_quote_audit_dropped_total {}",
+            self.audit.dropped()
+        );
+    }
+
     /// Whether a multiplier (in twentieths) needs the rider's confirmation.
     pub fn confirmation_required(&self, twentieths: u32) -> bool {
         f64::from(twentieths) / 20.0 >= self.confirmation_threshold - 1e-9

@@ -17,14 +17,17 @@ pub mod lookup;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use actix_web::{App, HttpServer};
 use anyhow::Context as _;
 
 use crate::config::ServiceConfig;
 use crate::http::{self, AppState, Limits};
+use crate::kafka::quote_audit::KafkaQuoteAudit;
 use crate::metrics::Metrics;
 use crate::pipeline::PipelineOptions;
+use crate::quotes::QuoteAudit;
 use crate::table::{ActiveView, PriceTable};
 use crate::wall_clock::wall_clock_ms;
 
@@ -72,7 +75,8 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
         .history()
         .set_unseen_are_unpriced(!config.kafka.enabled());
     let (mut runner, mode) = start_mode(&config, &parts)?;
-    let server = start_http(&config, &parts)?;
+    let audit = quote_audit(&config)?;
+    let server = start_http(&config, &parts, Arc::clone(&audit) as Arc<dyn QuoteAudit>)?;
     let handle = server.handle();
     let signal_handle = handle.clone();
     actix_rt::spawn(async move {
@@ -99,6 +103,11 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     };
     tracing::info!("shutting down");
     parts.stop.store(true, Ordering::Relaxed);
+    if let Some(kafka) = audit.kafka.as_ref() {
+        let kafka = Arc::clone(kafka);
+        // The audit trail's queued records, off the reactor.
+        let _ = tokio::task::spawn_blocking(move || kafka.flush(Duration::from_secs(10))).await;
+    }
     let result = match failed {
         Some(r) => {
             handle.stop(true).await;
@@ -140,7 +149,38 @@ fn start_mode(config: &ServiceConfig, parts: &Parts) -> anyhow::Result<(Runner, 
 
 /// The HTTP server over the shared parts (not yet running). Signals are
 /// ours: stop HTTP first, then the pipeline, then the system.
-fn start_http(config: &ServiceConfig, parts: &Parts) -> anyhow::Result<actix_web::dev::Server> {
+/// The quotes' audit trail: the quotes topic in Kafka mode, else none.
+struct Audit {
+    kafka: Option<Arc<KafkaQuoteAudit>>,
+}
+
+impl QuoteAudit for Audit {
+    fn record(&self, event: crate::quotes::AuditEvent) {
+        if let Some(k) = &self.kafka {
+            k.record(event);
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        self.kafka.as_ref().map_or(0, |k| k.dropped())
+    }
+}
+
+fn quote_audit(config: &ServiceConfig) -> anyhow::Result<Arc<Audit>> {
+    let kafka = match config.kafka.enabled() {
+        true => Some(Arc::new(
+            KafkaQuoteAudit::start(&config.kafka).context("quote audit producer")?,
+        )),
+        false => None,
+    };
+    Ok(Arc::new(Audit { kafka }))
+}
+
+fn start_http(
+    config: &ServiceConfig,
+    parts: &Parts,
+    audit: Arc<dyn QuoteAudit>,
+) -> anyhow::Result<actix_web::dev::Server> {
     let state = AppState {
         table: Arc::clone(&parts.table),
         active: Arc::clone(&parts.active),
@@ -156,10 +196,7 @@ fn start_http(config: &ServiceConfig, parts: &Parts) -> anyhow::Result<actix_web
             table: Arc::clone(&parts.table),
             remote: Arc::clone(&parts.remote),
         }),
-        quotes: Arc::new(crate::quotes::QuoteDesk::new(
-            &config.quotes,
-            Arc::new(crate::quotes::NoAudit),
-        )),
+        quotes: Arc::new(crate::quotes::QuoteDesk::new(&config.quotes, audit)),
         auth: Arc::new(crate::auth::Auth::new(&config.auth)),
     };
     let addr = config.socket_addr();
