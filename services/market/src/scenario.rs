@@ -37,7 +37,7 @@ pub enum Scenario {
 }
 
 /// City-wide demand factor of the New Year's Eve peak.
-pub const NYE_FACTOR: f64 = 3.5;
+pub const NYE_FACTOR: f64 = 3.0;
 
 impl Scenario {
     pub const ALL: [Scenario; 5] = [
