@@ -279,10 +279,11 @@ fn check(name: impl Into<String>, figure: Option<(String, bool)>) -> Check {
     }
 }
 
-/// The calibration gates (issue 15), on flat pricing.
+/// The calibration gates (issue 15), on flat pricing, and the drivers'
+/// response to prices (on ratio + guardrails, the service's default).
 fn gates(v: &View<'_>) -> Vec<Check> {
-    use PolicyKind::Flat;
-    use Scenario::{NewYearsEve, Normal};
+    use PolicyKind::{Flat, RatioGuardrails};
+    use Scenario::{NewYearsEve, Normal, Stadium};
     let normal_eta = v.mean(Normal, Flat, "median_eta_min");
     vec![
         check(
@@ -304,6 +305,11 @@ fn gates(v: &View<'_>) -> Vec<Check> {
             v.mean(NewYearsEve, Flat, "peak_median_eta_min")
                 .zip(normal_eta)
                 .map(|(e, n)| (format!("{e:.2} min = {:.2} x", e / n), e >= 2.5 * n)),
+        ),
+        check(
+            "stadium, ratio+guardrails: prices account for 10-60 % of repositioning where a surge is in sight (Lu, Frazier & Kislev)",
+            v.mean(Stadium, RatioGuardrails, "price_move_share")
+                .map(|p| (format!("{:.1} %", 100.0 * p), (0.10..=0.60).contains(&p))),
         ),
     ]
 }

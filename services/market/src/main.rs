@@ -173,7 +173,7 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
     let started = Instant::now();
     let report = bench(&opts)?;
     let wall_s = started.elapsed().as_secs_f64();
-    println!("calibration gates (flat pricing):");
+    println!("calibration gates:");
     for g in &report.gates {
         println!("  {} {}: {}", verdict(g.pass), g.name, g.figure);
     }

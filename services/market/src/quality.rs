@@ -7,7 +7,7 @@ use crate::bench::BenchReport;
 use crate::metrics::col;
 
 /// Metrics shown in the table: (column name, metric, scale, decimals).
-const SHOWN: [(&str, &str, f64, usize); 12] = [
+const SHOWN: [(&str, &str, f64, usize); 14] = [
     ("fulfilment %", "fulfilment_requests", 100.0, 1),
     ("per session %", "fulfilment_sessions", 100.0, 1),
     ("peak fulfilment %", "peak_fulfilment", 100.0, 1),
@@ -19,7 +19,9 @@ const SHOWN: [(&str, &str, f64, usize); 12] = [
     ("earnings /h", "earnings_per_hour", 1.0, 1),
     ("mean m paid", "mean_multiplier_paid", 1.0, 3),
     ("reversals /cell-h", "reversals_per_cell_hour", 1.0, 2),
-    ("p95 |dm| /min", "p95_dm_per_min", 1.0, 2),
+    ("p95 \\|dm\\| /min", "p95_dm_per_min", 1.0, 2),
+    ("online drivers", "online_drivers", 1.0, 0),
+    ("price-led moves %", "price_move_share", 100.0, 1),
 ];
 
 /// Where and how a report was made.
@@ -55,7 +57,7 @@ pub fn markdown(r: &BenchReport, how: &Provenance<'_>) -> String {
         r.grid.iter().map(|g| g.0).collect::<Vec<_>>(),
         r.best_fixed,
     );
-    s.push_str("## Calibration gates (flat pricing)\n\n| gate | figure | |\n|---|---|---|\n");
+    s.push_str("## Calibration gates\n\n| gate | figure | |\n|---|---|---|\n");
     for g in &r.gates {
         let _ = writeln!(s, "| {} | {} | {} |", g.name, g.figure, verdict(g.pass));
     }
@@ -84,7 +86,9 @@ pub fn markdown(r: &BenchReport, how: &Provenance<'_>) -> String {
          per session: completed / app sessions. ETA: from the first request to the driver's \
          arrival. Peak: the stadium's riders during its release, the whole peak on New \
          Year's Eve and under the supply shock, the outage's 26 minutes. Reversals: direction \
-         changes after moves of >= 0.1, per hour of a cell whose price moved.\n",
+         changes after moves of >= 0.1, per hour of a cell whose price moved. Price-led \
+         moves: the share of idle drivers' expected repositioning moves that prices account \
+         for, where a multiplier other than 1.0 was in sight.\n",
     );
     s
 }

@@ -70,9 +70,11 @@ pub struct MinuteStats {
     pub offline_ms: u64,
     /// Fares × multiplier of the trips dispatched.
     pub earnings: f64,
-    /// Repositioning choices made, the expected number of moves among
-    /// them, and the part of those moves the prices account for (the total
-    /// variation distance between the choice with and without prices).
+    /// Repositioning choices made; among those made with a multiplier
+    /// other than 1.0 in sight (the cell or a neighbour), the expected
+    /// number of moves and the part of those moves the prices account for
+    /// (the total variation distance between the choice with and without
+    /// prices).
     pub decisions: u64,
     pub expected_moves: f64,
     pub price_moves: f64,
@@ -689,6 +691,7 @@ impl Simulator {
             n += 1;
         }
         let options = &options[..n];
+        let surge_in_sight = options.iter().any(|o| market.prices[o.0 as usize] != 1.0);
         let softmax = |pick: fn(&(u32, f64, f64)) -> f64| -> Vec<f64> {
             let top = options.iter().map(pick).fold(f64::NEG_INFINITY, f64::max);
             let w: Vec<f64> = options.iter().map(|o| (pick(o) - top).exp()).collect();
@@ -727,8 +730,13 @@ impl Simulator {
         if let Some(m) = self.market.as_deref_mut() {
             let minute = m.minute(t);
             minute.decisions += 1;
-            minute.expected_moves += 1.0 - stay;
-            minute.price_moves += tv;
+            // Only where a price other than 1.0 was in sight: the share
+            // compares with Lu, Frazier & Kislev's, measured where drivers
+            // saw the surge heat map.
+            if surge_in_sight {
+                minute.expected_moves += 1.0 - stay;
+                minute.price_moves += tv;
+            }
         }
     }
 
