@@ -407,3 +407,25 @@ fn targets(v: &View<'_>) -> Vec<Check> {
     ));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paired_intervals_cover_a_constant_difference_exactly() {
+        let a = Array2::from_shape_fn((20, METRICS.len()), |(i, j)| (i * 7 + j) as f64);
+        let b = a.mapv(|v| v - 0.25);
+        let i = paired_interval(&a, &b, 3);
+        assert_eq!((i.mean, i.lo, i.hi), (0.25, 0.25, 0.25));
+    }
+
+    #[test]
+    fn paired_intervals_are_reproducible_and_ordered() {
+        let a = Array2::from_shape_fn((20, METRICS.len()), |(i, _)| ((i * 37) % 11) as f64);
+        let b = Array2::zeros((20, METRICS.len()));
+        let x = paired_interval(&a, &b, 0);
+        assert_eq!(x, paired_interval(&a, &b, 0));
+        assert!(x.lo < x.mean && x.mean < x.hi, "{x:?}");
+    }
+}
