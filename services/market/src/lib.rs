@@ -12,6 +12,27 @@
 //! - [`bench`]: the experiment: seeds, tables, bootstrap, gates, targets;
 //! - [`quality`]: the `QUALITY.md` table.
 
+//! # Running the closed loop elsewhere (the service's embedded mode)
+//!
+//! The loop is the simulator's, not this crate's: build a [`Simulator`]
+//! from a `SimConfig` with `market: Some(MarketConfig::default())`, then
+//! for every bucket `b` (the engine's `bucket_ms`, 10 s): call
+//! `sim.advance_to(end of bucket b, &mut records)`, give the records to the
+//! pricing pipeline in order, let it fire every tick those records make
+//! fire (the service watermark's ticks), and pass the decisions of those
+//! ticks — only the changes are needed — to
+//! `sim.observe_prices(&[(cell, multiplier)])` before advancing into
+//! bucket `b + 1`. Prices apply from the simulator's current time; a run
+//! is a pure function of the config, the seed and the prices observed
+//! and when, so a pipeline equivalent to the reference engine gives the
+//! same outcomes as [`run::run`] whatever its shard count (tested in
+//! `tests/lockstep.rs`). Wall-clock pacing between buckets changes
+//! nothing. [`Simulator::market_log`] has the outcomes; [`metrics::measure`]
+//! reads them.
+//!
+//! [`Simulator`]: primetime_sim::Simulator
+//! [`Simulator::market_log`]: primetime_sim::Simulator::market_log
+
 #![forbid(unsafe_code)]
 
 pub mod bench;
