@@ -25,7 +25,7 @@
 //! bucket `b + 1`. Prices apply from the simulator's current time; a run
 //! is a pure function of the config, the seed and the prices observed
 //! and when, so a pipeline equivalent to the reference engine gives the
-//! same outcomes as [`run::run`] whatever its shard count (tested in
+//! same outcomes as [`run()`] whatever its shard count (tested in
 //! `tests/lockstep.rs`). Wall-clock pacing between buckets changes
 //! nothing. [`Simulator::market_log`] has the outcomes; [`metrics::measure`]
 //! reads them.

@@ -193,7 +193,7 @@ fn price_stability(log: &MarketLog, from: i64, to: i64) -> (f64, f64) {
 }
 
 /// Direction changes of a price path after moves of at least
-/// [`REVERSAL_STEP`] (a zigzag filter).
+/// 0.1 (a zigzag filter).
 pub fn count_reversals(start: f64, path: impl IntoIterator<Item = f64>) -> u64 {
     let mut dir = 0i8;
     let mut extreme = start;
