@@ -7,7 +7,7 @@
 //! Modules:
 //! - [`scenario`]: the five days and their windows;
 //! - [`policy`]: the six policies;
-//! - [`run`]: one run, the lockstep loop ([`run::run`]);
+//! - [`mod@run`]: one run, the lockstep loop ([`run()`]);
 //! - [`metrics`]: one run's outcome metrics;
 //! - [`bench`]: the experiment: seeds, tables, bootstrap, gates, targets;
 //! - [`quality`]: the `QUALITY.md` table.
