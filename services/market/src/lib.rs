@@ -9,7 +9,7 @@
 //! - [`policy`]: the six policies;
 //! - [`mod@run`]: one run, the lockstep loop ([`run()`]);
 //! - [`metrics`]: one run's outcome metrics;
-//! - [`bench`]: the experiment: seeds, tables, bootstrap, gates, targets;
+//! - [`mod@bench`]: the experiment: seeds, tables, bootstrap, gates, targets;
 //! - [`quality`]: the `QUALITY.md` table.
 
 //! # Running the closed loop elsewhere (the service's embedded mode)
