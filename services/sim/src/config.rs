@@ -570,6 +570,64 @@ mod tests {
     }
 
     #[test]
+    fn market_problems_are_listed_and_defaults_valid() {
+        let ok = SimConfig {
+            market: Some(MarketConfig {
+                demand_peak: Some(DemandPeak::default()),
+                supply_shock: Some(SupplyShock::default()),
+                ..MarketConfig::default()
+            }),
+            ..SimConfig::default()
+        };
+        assert_eq!(ok.problems(), Vec::<String>::new());
+        let bad = SimConfig {
+            market: Some(MarketConfig {
+                elasticity: -1.0,
+                patience_min_ms: 10,
+                patience_max_ms: 5,
+                supply_shock: Some(SupplyShock {
+                    share: 0.0,
+                    ..SupplyShock::default()
+                }),
+                ..MarketConfig::default()
+            }),
+            ..SimConfig::default()
+        };
+        let fields: Vec<String> = bad
+            .problems()
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "market.elasticity",
+                "market.patience_min_ms/patience_max_ms",
+                "market.supply_shock"
+            ]
+        );
+        // Absent, the field is not serialised: open-loop configs read and
+        // write as before.
+        let json = serde_json::to_string(&SimConfig::default()).expect("serialises");
+        assert!(!json.contains("market"));
+    }
+
+    #[test]
+    fn demand_peak_ramps_in_and_out() {
+        let p = DemandPeak {
+            starts_after_ms: 1_000,
+            duration_ms: 10_000,
+            factor: 3.0,
+            ramp_ms: 2_000,
+        };
+        assert_eq!(p.factor_at(0), 1.0);
+        assert_eq!(p.factor_at(2_000), 2.0);
+        assert_eq!(p.factor_at(5_000), 3.0);
+        assert_eq!(p.factor_at(10_000), 2.0);
+        assert_eq!(p.factor_at(11_000), 1.0);
+    }
+
+    #[test]
     fn serde_defaults_and_unknown_fields() {
         let c: SimConfig = serde_json::from_str(r#"{"seed": 9, "noise": {"late": 0.1}}"#)
             .expect("partial config parses");
