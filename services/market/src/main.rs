@@ -70,9 +70,10 @@ struct BenchArgs {
     /// The ONNX model, relative to the working directory.
     #[arg(long, default_value = "models/primetime-v1.onnx")]
     model: PathBuf,
-    /// Where the JSON report goes.
-    #[arg(long, default_value = "target/market/report.json")]
-    json: PathBuf,
+    /// Where the JSON report goes (default: services/market/results/full.json
+    /// for the full run, target/market/short.json with --short).
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// Where the generated table goes (default: QUALITY.md for the full
     /// run, target/market/QUALITY-short.md with --short).
     #[arg(long)]
@@ -190,6 +191,14 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
     } else {
         "cargo run --release -p primetime-market"
     };
+    let json = args.json.clone().unwrap_or_else(|| {
+        PathBuf::from(if args.short {
+            "target/market/short.json"
+        } else {
+            "services/market/results/full.json"
+        })
+    });
+    let json_name = json.display().to_string();
     let machine = machine(threads);
     let date = today();
     let table = markdown(
@@ -199,9 +208,10 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
             machine: &machine,
             date: &date,
             wall_s,
+            json: &json_name,
         },
     );
-    write(&args.json, &serde_json::to_string_pretty(&report)?)?;
+    write(&json, &serde_json::to_string_pretty(&report)?)?;
     let quality = args.quality.clone().unwrap_or_else(|| {
         if args.short {
             PathBuf::from("target/market/QUALITY-short.md")
@@ -213,7 +223,7 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
     println!(
         "{} runs in {wall_s:.1} s on {threads} threads; wrote {} and {}",
         opts.seeds as usize * opts.scenarios.len() * opts.policies.len(),
-        args.json.display(),
+        json.display(),
         quality.display()
     );
     if args.short {

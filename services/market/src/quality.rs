@@ -30,6 +30,8 @@ pub struct Provenance<'a> {
     pub machine: &'a str,
     pub date: &'a str,
     pub wall_s: f64,
+    /// Where the JSON with every run and interval is.
+    pub json: &'a str,
 }
 
 /// The whole `QUALITY.md`.
@@ -43,8 +45,8 @@ pub fn markdown(r: &BenchReport, how: &Provenance<'_>) -> String {
          Seeds 1..={} per (scenario, policy), common random numbers; {} min \
          warm-up, {} min measured. Best fixed multiplier (grid {:?} on the \
          normal day, tuning seeds): **{}**. Differences are paired by seed, \
-         with bootstrap 95 % intervals; the JSON beside the command has \
-         every run and every interval. How the world is calibrated: \
+         with bootstrap 95 % intervals; `{}` has every run and every \
+         interval. How the world is calibrated: \
          `services/sim/src/lib.rs` (\"Closed loop\") and \
          `services/market/src/scenario.rs`.\n\n",
         how.command,
@@ -56,6 +58,7 @@ pub fn markdown(r: &BenchReport, how: &Provenance<'_>) -> String {
         r.timeline.measure_ms / 60_000,
         r.grid.iter().map(|g| g.0).collect::<Vec<_>>(),
         r.best_fixed,
+        how.json,
     );
     s.push_str("## Calibration gates\n\n| gate | figure | |\n|---|---|---|\n");
     for g in &r.gates {
