@@ -588,27 +588,7 @@ impl Simulator {
                 self.drivers[i as usize].next_decision_ms = t;
                 DriverStatus::Available
             }
-            DriverState::Available => {
-                if self.shocked(i, t) || self.world_rng.chance(p_off) {
-                    self.remove_available(i, d.slot);
-                    let dm = &mut self.drivers[i as usize];
-                    dm.state = DriverState::Offline {
-                        until_ms: t + OFFLINE_MIN_MS,
-                    };
-                    dm.target = None;
-                    dm.last_ms = t;
-                    if let Some(m) = self.market.as_deref_mut() {
-                        m.minute(t).log_offs += 1;
-                    }
-                    DriverStatus::Offline
-                } else {
-                    if t >= d.next_decision_ms {
-                        self.reposition(i, t);
-                    }
-                    self.cruise(i, t);
-                    DriverStatus::Available
-                }
-            }
+            DriverState::Available => self.idle_ping(i, t, p_off),
         };
         let d = &self.drivers[i as usize];
         let (x, y, partition) = (d.x, d.y, self.city.partition_of_slot(d.slot));
@@ -622,6 +602,31 @@ impl Simulator {
                 status,
             },
         );
+    }
+
+    /// An idle driver's ping: log off (the supply shock, or with the
+    /// earnings-driven probability `p_off`), or decide where to cruise
+    /// when due, and cruise.
+    fn idle_ping(&mut self, i: u32, t: i64, p_off: f64) -> DriverStatus {
+        let d = self.drivers[i as usize];
+        if self.shocked(i, t) || self.world_rng.chance(p_off) {
+            self.remove_available(i, d.slot);
+            let dm = &mut self.drivers[i as usize];
+            dm.state = DriverState::Offline {
+                until_ms: t + OFFLINE_MIN_MS,
+            };
+            dm.target = None;
+            dm.last_ms = t;
+            if let Some(m) = self.market.as_deref_mut() {
+                m.minute(t).log_offs += 1;
+            }
+            return DriverStatus::Offline;
+        }
+        if t >= d.next_decision_ms {
+            self.reposition(i, t);
+        }
+        self.cruise(i, t);
+        DriverStatus::Available
     }
 
     /// An unavailable driver's position `f` of the way from `from` to `to`,
