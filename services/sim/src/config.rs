@@ -152,11 +152,11 @@ pub struct MarketConfig {
     /// Defaults 2 and 6 min.
     pub patience_min_ms: i64,
     pub patience_max_ms: i64,
-    /// Driving speed of a driver on its way to a pickup. Default 18 km/h
+    /// Driving speed of a driver on its way to a pickup. Default 14 km/h
     /// (city traffic); 1..=120.
     pub pickup_speed_kmh: f64,
     /// Fixed part of every pickup: accepting, finding the rider. Default
-    /// 45 s; 0..=10 min.
+    /// 75 s; 0..=10 min.
     pub pickup_overhead_ms: i64,
     /// Fare per minute of trip at multiplier 1.0, the drivers' currency.
     /// Default 1.0.
@@ -175,17 +175,17 @@ pub struct MarketConfig {
     /// fare of a cell is `F · w · (1 + price_response · (m − 1))`. Default
     /// 1.0 (fully); 0 makes drivers blind to prices.
     pub price_response: f64,
-    /// Share of the driver pool online at the start. Default 0.8.
+    /// Share of the driver pool online at the start. Default 0.48.
     pub online_share: f64,
     /// Share of the online drivers already on a trip at the start (the
-    /// world starts near its steady state). Default 0.45.
+    /// world starts near its steady state). Default 0.5.
     pub initial_busy: f64,
     /// Earnings per online hour at which drivers log on and off at their
     /// base rates. Default 30 (fares).
     pub reference_earnings_per_hour: f64,
     /// Base log-off rate of idle drivers and log-on rate of offline ones,
-    /// per minute. Defaults 0.01 and 0.04 (80 % of the pool online at the
-    /// reference earnings).
+    /// per minute. Defaults 0.02 and 0.01: at the reference earnings and
+    /// half the online drivers idle, about half the pool is online.
     pub log_off_per_min: f64,
     pub log_on_per_min: f64,
     /// Elasticity of the log-on/log-off odds to recent earnings per hour.
@@ -207,17 +207,17 @@ impl Default for MarketConfig {
             patience_min_ms: 120_000,
             patience_max_ms: 360_000,
             pickup_speed_kmh: 14.0,
-            pickup_overhead_ms: 60_000,
+            pickup_overhead_ms: 75_000,
             fare_per_min: 1.0,
             reposition_interval_ms: 30_000,
             logit_scale: 0.6,
             stay_bonus: 4.0,
             move_cost_per_km: 0.5,
             price_response: 1.0,
-            online_share: 0.5,
-            initial_busy: 0.45,
+            online_share: 0.48,
+            initial_busy: 0.5,
             reference_earnings_per_hour: 30.0,
-            log_off_per_min: 0.01,
+            log_off_per_min: 0.02,
             log_on_per_min: 0.01,
             supply_elasticity: 1.2,
             earnings_half_life_ms: 600_000,
@@ -567,6 +567,64 @@ mod tests {
             problems[0].starts_with("noise: rates must sum"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn market_problems_are_listed_and_defaults_valid() {
+        let ok = SimConfig {
+            market: Some(MarketConfig {
+                demand_peak: Some(DemandPeak::default()),
+                supply_shock: Some(SupplyShock::default()),
+                ..MarketConfig::default()
+            }),
+            ..SimConfig::default()
+        };
+        assert_eq!(ok.problems(), Vec::<String>::new());
+        let bad = SimConfig {
+            market: Some(MarketConfig {
+                elasticity: -1.0,
+                patience_min_ms: 10,
+                patience_max_ms: 5,
+                supply_shock: Some(SupplyShock {
+                    share: 0.0,
+                    ..SupplyShock::default()
+                }),
+                ..MarketConfig::default()
+            }),
+            ..SimConfig::default()
+        };
+        let fields: Vec<String> = bad
+            .problems()
+            .iter()
+            .map(|p| p.split(':').next().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "market.elasticity",
+                "market.patience_min_ms/patience_max_ms",
+                "market.supply_shock"
+            ]
+        );
+        // Absent, the field is not serialised: open-loop configs read and
+        // write as before.
+        let json = serde_json::to_string(&SimConfig::default()).expect("serialises");
+        assert!(!json.contains("market"));
+    }
+
+    #[test]
+    fn demand_peak_ramps_in_and_out() {
+        let p = DemandPeak {
+            starts_after_ms: 1_000,
+            duration_ms: 10_000,
+            factor: 3.0,
+            ramp_ms: 2_000,
+        };
+        assert_eq!(p.factor_at(0), 1.0);
+        assert_eq!(p.factor_at(2_000), 2.0);
+        assert_eq!(p.factor_at(5_000), 3.0);
+        assert_eq!(p.factor_at(10_000), 2.0);
+        assert_eq!(p.factor_at(11_000), 1.0);
     }
 
     #[test]

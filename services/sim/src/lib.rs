@@ -126,7 +126,7 @@
 //! - **Pickup leg**: dispatch sends the nearest idle driver by grid
 //!   distance ≤ 2, then straight-line distance (ties to the lowest number);
 //!   it is *en route* (pinging on-trip, unavailable) for an overhead
-//!   (60 s: accepting, finding the rider) plus 1.3 × the straight-line
+//!   (75 s: accepting, finding the rider) plus 1.3 × the straight-line
 //!   distance at 14 km/h, then on a 5–20 min trip as in the open loop
 //!   (trips average 12.5 min; MARKET.md: ~15). A ride's wait is from its
 //!   first attempt to the driver's arrival.
@@ -145,15 +145,17 @@
 //!   choice with and without prices): Lu, Frazier & Kislev (EC 2018)
 //!   found the surge heat map explains 10–60 % of repositioning, and the
 //!   defaults keep price a minority of moves.
-//! - **Drivers log on and off** from a pool (`drivers`), half online at
-//!   the start and 45 % of those on trips (the world starts near its
-//!   steady state). Idle drivers log off with a base 1 % per minute,
+//! - **Drivers log on and off** from a pool (`drivers`), 48 % online at
+//!   the start and half of those on trips (the world starts near its
+//!   steady state). Idle drivers log off with a base 2 % per minute,
 //!   offline ones (after at least 2 min) log on with 1 % per minute, each
 //!   scaled by `x^∓ε_s/2` where `x` is the drivers' recent earnings per
 //!   online hour over a reference (a 10 min half-life average: damped),
 //!   so the online odds move with earnings at elasticity ε_s = 1.2
 //!   (Angrist, Caldwell & Hall, NBER w23891; individual elasticity, the
-//!   market's response is weaker through the damping).
+//!   market's response is weaker through the damping). At the reference
+//!   earnings (30 fares per online hour: 50 % utilisation at 1 fare per
+//!   minute of trip) about half the pool is online.
 //! - **Scenarios**: a city-wide [`DemandPeak`] multiplies session
 //!   arrivals (New Year's Eve); a [`SupplyShock`] logs a share of the
 //!   drivers off (after their trip) for its duration.

@@ -70,9 +70,11 @@ pub struct MinuteStats {
     pub offline_ms: u64,
     /// Fares × multiplier of the trips dispatched.
     pub earnings: f64,
-    /// Repositioning choices made, the expected number of moves among
-    /// them, and the part of those moves the prices account for (the total
-    /// variation distance between the choice with and without prices).
+    /// Repositioning choices made; among those made with a multiplier
+    /// other than 1.0 in sight (the cell or a neighbour), the expected
+    /// number of moves and the part of those moves the prices account for
+    /// (the total variation distance between the choice with and without
+    /// prices).
     pub decisions: u64,
     pub expected_moves: f64,
     pub price_moves: f64,
@@ -219,8 +221,12 @@ impl Simulator {
     }
 
     /// The oracle's prices now: every city cell's clearing multiplier at
-    /// the riders' elasticity ([`Self::clearing_multiplier_with`]),
-    /// rounded to 0.05 inside `[1, cap]` as published prices are.
+    /// the riders' elasticity ([`Self::clearing_multiplier_with`]: true
+    /// expected demand over the horizon against the idle drivers in
+    /// reach), rounded to 0.05 inside `[1, cap]` as published prices are.
+    /// Counting the drivers whose trips end within the horizon as supply
+    /// too was tried: the oracle then priced New Year's Eve at 1.03 on
+    /// average and left a third of the requests unserved, like flat.
     pub fn oracle_prices(&self, cap: f64) -> Vec<(CellId, f64)> {
         let elasticity = self
             .market
@@ -582,27 +588,7 @@ impl Simulator {
                 self.drivers[i as usize].next_decision_ms = t;
                 DriverStatus::Available
             }
-            DriverState::Available => {
-                if self.shocked(i, t) || self.world_rng.chance(p_off) {
-                    self.remove_available(i, d.slot);
-                    let dm = &mut self.drivers[i as usize];
-                    dm.state = DriverState::Offline {
-                        until_ms: t + OFFLINE_MIN_MS,
-                    };
-                    dm.target = None;
-                    dm.last_ms = t;
-                    if let Some(m) = self.market.as_deref_mut() {
-                        m.minute(t).log_offs += 1;
-                    }
-                    DriverStatus::Offline
-                } else {
-                    if t >= d.next_decision_ms {
-                        self.reposition(i, t);
-                    }
-                    self.cruise(i, t);
-                    DriverStatus::Available
-                }
-            }
+            DriverState::Available => self.idle_ping(i, t, p_off),
         };
         let d = &self.drivers[i as usize];
         let (x, y, partition) = (d.x, d.y, self.city.partition_of_slot(d.slot));
@@ -616,6 +602,31 @@ impl Simulator {
                 status,
             },
         );
+    }
+
+    /// An idle driver's ping: log off (the supply shock, or with the
+    /// earnings-driven probability `p_off`), or decide where to cruise
+    /// when due, and cruise.
+    fn idle_ping(&mut self, i: u32, t: i64, p_off: f64) -> DriverStatus {
+        let d = self.drivers[i as usize];
+        if self.shocked(i, t) || self.world_rng.chance(p_off) {
+            self.remove_available(i, d.slot);
+            let dm = &mut self.drivers[i as usize];
+            dm.state = DriverState::Offline {
+                until_ms: t + OFFLINE_MIN_MS,
+            };
+            dm.target = None;
+            dm.last_ms = t;
+            if let Some(m) = self.market.as_deref_mut() {
+                m.minute(t).log_offs += 1;
+            }
+            return DriverStatus::Offline;
+        }
+        if t >= d.next_decision_ms {
+            self.reposition(i, t);
+        }
+        self.cruise(i, t);
+        DriverStatus::Available
     }
 
     /// An unavailable driver's position `f` of the way from `from` to `to`,
@@ -685,6 +696,7 @@ impl Simulator {
             n += 1;
         }
         let options = &options[..n];
+        let surge_in_sight = options.iter().any(|o| market.prices[o.0 as usize] != 1.0);
         let softmax = |pick: fn(&(u32, f64, f64)) -> f64| -> Vec<f64> {
             let top = options.iter().map(pick).fold(f64::NEG_INFINITY, f64::max);
             let w: Vec<f64> = options.iter().map(|o| (pick(o) - top).exp()).collect();
@@ -723,8 +735,13 @@ impl Simulator {
         if let Some(m) = self.market.as_deref_mut() {
             let minute = m.minute(t);
             minute.decisions += 1;
-            minute.expected_moves += 1.0 - stay;
-            minute.price_moves += tv;
+            // Only where a price other than 1.0 was in sight: the share
+            // compares with Lu, Frazier & Kislev's, measured where drivers
+            // saw the surge heat map.
+            if surge_in_sight {
+                minute.expected_moves += 1.0 - stay;
+                minute.price_moves += tv;
+            }
         }
     }
 
