@@ -224,4 +224,13 @@ PY
 kill -TERM -- "-$first_run_pid" 2>/dev/null || true
 # ------------------------------------------------------- end first run
 
+# ------------------------------------------------------------ market
+# The closed-loop market benchmark, short version (3 seeds, 20 measured
+# minutes): checks determinism (1 vs 7 shards, 1 vs 2 threads) and the
+# calibration gates, and fails when one does not hold. The full run is
+# `cargo run --release -p primetime-market` (QUALITY.md).
+log "market: closed-loop benchmark --short"
+cargo run --release --locked -p primetime-market -- --short
+# -------------------------------------------------------- end market
+
 log "all tests passed"

@@ -46,12 +46,12 @@ enum Command {
         short: bool,
         #[arg(long, default_value_t = 1.0)]
         fixed: f64,
-        #[arg(long, default_value = "models/primetime-v1.onnx")]
+        #[arg(long, default_value = "embedded")]
         model: PathBuf,
     },
     /// Times one 2-hour normal day priced by the model, on one thread.
     Speed {
-        #[arg(long, default_value = "models/primetime-v1.onnx")]
+        #[arg(long, default_value = "embedded")]
         model: PathBuf,
     },
 }
@@ -67,8 +67,9 @@ struct BenchArgs {
     /// Worker threads (default: the machine's cores).
     #[arg(long)]
     threads: Option<usize>,
-    /// The ONNX model, relative to the working directory.
-    #[arg(long, default_value = "models/primetime-v1.onnx")]
+    /// The ONNX model: "embedded" (primetime-v1, built into the binary) or
+    /// a file path.
+    #[arg(long, default_value = "embedded")]
     model: PathBuf,
     /// Where the JSON report goes (default: services/market/results/full.json
     /// for the full run, target/market/short.json with --short).
@@ -146,10 +147,14 @@ fn spec_drivers() -> u32 {
     primetime_market::scenario::DRIVER_POOL
 }
 
+/// `embedded` (the model the binaries carry) or a model file.
 fn load(path: &Path) -> Result<Arc<primetime_model::OnnxModel>> {
-    Ok(Arc::new(primetime_model::load(path).with_context(
-        || format!("loading {} (run from the workspace root)", path.display()),
-    )?))
+    let model = if path == Path::new("embedded") {
+        primetime_model::embedded()
+    } else {
+        primetime_model::load(path)
+    };
+    Ok(Arc::new(model.with_context(|| format!("loading the model {}", path.display()))?))
 }
 
 fn run_bench(args: &BenchArgs) -> Result<()> {
