@@ -154,7 +154,9 @@ fn load(path: &Path) -> Result<Arc<primetime_model::OnnxModel>> {
     } else {
         primetime_model::load(path)
     };
-    Ok(Arc::new(model.with_context(|| format!("loading the model {}", path.display()))?))
+    Ok(Arc::new(model.with_context(|| {
+        format!("loading the model {}", path.display())
+    })?))
 }
 
 fn run_bench(args: &BenchArgs) -> Result<()> {

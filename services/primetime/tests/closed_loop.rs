@@ -31,8 +31,11 @@ fn city() -> SimConfig {
 /// Runs `minutes` of the closed loop with `shards` shards, as fast as the
 /// machine allows; the market log and every published decision (JSON).
 fn run(shards: usize, minutes: i64) -> (MarketLog, Vec<String>) {
-    let sim_config = city();
-    let sim = Simulator::new(sim_config.clone()).expect("valid city");
+    run_city(city(), shards, minutes)
+}
+
+fn run_city(sim_config: SimConfig, shards: usize, minutes: i64) -> (MarketLog, Vec<String>) {
+    let sim = Simulator::new(sim_config).expect("valid city");
     let end = sim.now_ms() + minutes * 60_000;
     let config = ServiceConfig {
         shards,
@@ -88,4 +91,34 @@ fn the_closed_loop_is_the_same_for_1_and_7_shards_and_twice() {
     assert!(one == seven, "market outcome: 1 vs 7 shards");
     let (again, _) = run(1, 12);
     assert!(one == again, "market outcome: the same run twice");
+}
+
+/// The service's closed loop (actor pipeline, 2 shards, lockstep through
+/// the source and clock) and the market benchmark's (the reference engine,
+/// one thread) are the same loop: identical outcomes for the benchmark's
+/// stadium city priced by the model.
+#[test]
+fn the_service_loop_equals_the_benchmark_loop() {
+    use primetime_market::{PolicyKind, RunSpec, Scenario, Timeline, run as bench_run};
+    let timeline = Timeline {
+        warmup_ms: 0,
+        measure_ms: 10 * 60_000,
+        cooldown_ms: 0,
+    };
+    let mut spec = RunSpec::new(Scenario::Stadium, PolicyKind::Model, 3, timeline);
+    spec.model = Some(std::sync::Arc::new(
+        primetime_model::embedded().expect("the embedded model"),
+    ));
+    let bench = bench_run(&spec).expect("benchmark run");
+    let minutes = timeline.total_ms() / 60_000;
+    let (service, decisions) = run_city(bench.setup.sim.clone(), 2, minutes);
+    assert!(!decisions.is_empty(), "the service priced");
+    assert!(
+        bench.log.rides.iter().any(|r| r.multiplier > 1.0),
+        "riders paid a surge"
+    );
+    assert!(
+        bench.log == service,
+        "the service's and the benchmark's loops differ"
+    );
 }
