@@ -119,7 +119,7 @@ impl KafkaExchange {
         for &p in &partitions {
             tpl.add_partition_offset(&topic, p, Offset::Offset(since))?;
         }
-        let tpl = consumer.offsets_for_times(tpl, Duration::from_secs(10))?;
+        let tpl = offsets_for_times_retrying(&consumer, tpl)?;
         consumer.assign(&tpl)?;
         let state = Arc::new(Mutex::new(State {
             claims: vec![Vec::new(); (per_topic * 2) as usize],
@@ -183,6 +183,25 @@ fn hostname() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "primetime".to_owned())
+}
+
+/// `offsets_for_times`, retried for up to 30 s: a topic created a moment
+/// ago answers "not leader" while its leader is elected.
+fn offsets_for_times_retrying(
+    consumer: &BaseConsumer,
+    tpl: TopicPartitionList,
+) -> Result<TopicPartitionList, KafkaError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match consumer.offsets_for_times(tpl.clone(), Duration::from_secs(10)) {
+            Ok(found) => return Ok(found),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "stats topic offsets not ready, retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 impl BoundaryExchange for KafkaExchange {

@@ -268,8 +268,9 @@ pub fn create_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
 }
 
 /// The partition ids of `topic`. A topic created a moment ago may take a
-/// few seconds to appear in the metadata: missing topics are retried for
-/// up to 10 s.
+/// few seconds to appear in the metadata, or answer "not leader" while its
+/// leader is elected: both are retried for up to 30 s, then the last error
+/// is returned.
 pub fn topic_partitions<
     C: rdkafka::consumer::ConsumerContext,
     T: rdkafka::consumer::Consumer<C>,
@@ -277,18 +278,22 @@ pub fn topic_partitions<
     consumer: &T,
     topic: &str,
 ) -> Result<Vec<i32>, KafkaError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        match md.topics().first() {
-            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                return Ok(t.partitions().iter().map(|p| p.id()).collect());
-            }
-            _ if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            _ => return Err(KafkaError::MissingTopic(topic.to_owned())),
+        let err = match consumer.fetch_metadata(Some(topic), Duration::from_secs(10)) {
+            Ok(md) => match md.topics().first() {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    return Ok(t.partitions().iter().map(|p| p.id()).collect());
+                }
+                _ => KafkaError::MissingTopic(topic.to_owned()),
+            },
+            Err(e) => e.into(),
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(err);
         }
+        tracing::debug!(topic, error = %err, "topic metadata not ready, retrying");
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
