@@ -137,15 +137,12 @@ impl Pipeline {
         let mut shards: Vec<Shard> = (0..n)
             .map(|_| Shard::new(geo, core.window_params()))
             .collect();
-        let start = match &options.restore {
-            Some(img) => Some(restore_shards(
-                img,
-                geo,
-                &mut shards,
-                options.exchange.as_deref(),
-            )?),
-            None => None,
-        };
+        let exchange = options.exchange.as_deref();
+        let start = options
+            .restore
+            .as_ref()
+            .map(|img| restore_shards(img, geo, &mut shards, exchange))
+            .transpose()?;
         let setup = shard::ShardSetup {
             shards: n,
             geo,
@@ -158,19 +155,7 @@ impl Pipeline {
         };
         let (arbiters, addrs) = start_shards(shards, &setup);
         let (progress_tx, progress_rx) = watch::channel(source::Progress::default());
-        // Unbounded, but the clock sends at most one cut request at a time
-        // and waits for its answer.
-        let (snapshots, cuts) = match &options.snapshots {
-            Some(s) => {
-                let (tx, rx) = std::sync::mpsc::channel();
-                let snapshots = clock::ClockSnapshots {
-                    options: s.clone(),
-                    cuts: tx,
-                };
-                (Some(snapshots), Some(rx))
-            }
-            None => (None, None),
-        };
+        let (snapshots, cuts) = snapshot_channel(options.snapshots.as_ref());
         let clock_options = clock::ClockOptions {
             bucket_ms: core.bucket_ms,
             exchange: options.exchange.clone(),
@@ -217,6 +202,26 @@ impl Pipeline {
         }
         Ok((source, clock))
     }
+}
+
+/// The clock's and the source's ends of the snapshot cut requests (none
+/// without snapshots). Unbounded, but the clock sends at most one request
+/// at a time and waits for its answer.
+fn snapshot_channel(
+    options: Option<&SnapshotOptions>,
+) -> (
+    Option<clock::ClockSnapshots>,
+    Option<std::sync::mpsc::Receiver<snapshot::CutRequest>>,
+) {
+    let Some(options) = options else {
+        return (None, None);
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let snapshots = clock::ClockSnapshots {
+        options: options.clone(),
+        cuts: tx,
+    };
+    (Some(snapshots), Some(rx))
 }
 
 /// Imports an image's cells into the shards that own them (the shard count
