@@ -207,13 +207,15 @@ started_pids+=("$first_run_pid")
 python3 - <<'PY' || { tail -n 40 "$first_run_log"; echo "cargo run --release did not surge the stadium cell"; exit 1; }
 import json, time, urllib.request
 url = "http://127.0.0.1:8080/v1/price?lat=37.7786&lng=-122.3893"
-end, last = time.time() + 120, None
+started = time.time()
+end, last = started + 120, None
 while time.time() < end:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
             last = json.load(r)
         if last.get("priced") and last.get("multiplier", 1.0) > 1.0:
-            print(f"stadium cell priced: multiplier {last['multiplier']} at tick {last['tick']}, model {last['model_version']}")
+            print(f"stadium cell priced {time.time() - started:.1f} s after the release build started serving: "
+                  f"multiplier {last['multiplier']} at tick {last['tick']}, model {last['model_version']}")
             raise SystemExit(0)
     except (OSError, ValueError):
         pass
