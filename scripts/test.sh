@@ -214,7 +214,7 @@ while time.time() < end:
         with urllib.request.urlopen(url, timeout=2) as r:
             last = json.load(r)
         if last.get("priced") and last.get("multiplier", 1.0) > 1.0:
-            print(f"stadium cell priced {time.time() - started:.1f} s after the release build started serving: "
+            print(f"stadium cell priced {time.time() - started:.1f} s after cargo run --release started: "
                   f"multiplier {last['multiplier']} at tick {last['tick']}, model {last['model_version']}")
             raise SystemExit(0)
     except (OSError, ValueError):
