@@ -716,7 +716,7 @@ impl ControlSet {
     /// The controls in force at the tick whose end is `at_ms` or the first
     /// after it (for `GET /v1/controls?active_at=`).
     pub fn active_at(&self, at_ms: i64) -> Vec<&Entry> {
-        let tick = Tick((at_ms - 1).div_euclid(self.bucket_ms));
+        let tick = Tick(at_ms.saturating_sub(1).div_euclid(self.bucket_ms));
         self.at(tick).entries
     }
 }

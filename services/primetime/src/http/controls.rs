@@ -33,14 +33,17 @@ pub struct ControlBody {
     #[schema(value_type = String, pattern = "^(cap|freeze|floor|force)$")]
     pub kind: ControlKind,
     /// Multiple of 0.05 in [1.0, 100]; required except for `freeze`.
+    #[schema(minimum = 1.0, maximum = 100.0)]
     pub multiplier: Option<f64>,
     /// Window start, event-time ms (inclusive); at most 24 h ago.
     pub from: i64,
     /// Window end, event-time ms (exclusive); at most 90 days ahead.
     pub to: i64,
     /// Why (1 to 1,000 bytes).
+    #[schema(min_length = 1, max_length = 1000)]
     pub reason: String,
     /// Who (1 to 1,000 bytes).
+    #[schema(min_length = 1, max_length = 1000)]
     pub author: String,
 }
 
