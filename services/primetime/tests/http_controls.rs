@@ -95,6 +95,8 @@ async fn issue_list_and_revoke_on_loopback() {
     assert_eq!(body["multiplier"], 1.5);
     assert_eq!(body["author"], "ops@example");
     assert!(body["revoked_from_tick"].is_null());
+    let ring = body["outline"][0].as_array().map(Vec::len).unwrap_or(0);
+    assert!(ring >= 6, "one hexagon for the map: {body}");
     assert_eq!(log.snapshot().records().len(), 1);
 
     let (status, body) = call!(app, Method::GET, "/v1/controls", LOOPBACK, none, None);
@@ -261,6 +263,21 @@ async fn with_keys_the_admin_scope_is_needed_from_anywhere() {
         Some(cap_body(&f))
     );
     assert_eq!(status, StatusCode::CREATED, "{body}");
+}
+
+#[actix_web::test]
+async fn the_map_draws_controls_and_names_them_in_the_cell_panel() {
+    let f = fixture();
+    let app = app!(f.state);
+    let resp = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    let page = String::from_utf8(test::read_body(resp).await.to_vec()).expect("utf-8");
+    for needle in [
+        "/v1/controls?active_at=",
+        "id=\"controls\"",
+        "detail-controls",
+    ] {
+        assert!(page.contains(needle), "{needle}");
+    }
 }
 
 #[actix_web::test]

@@ -74,6 +74,9 @@ pub struct ControlAnswer {
     pub from_tick: i64,
     /// Revoked: no longer applies from this tick on.
     pub revoked_from_tick: Option<i64>,
+    /// The area's outline for the map: one ring of `[lat, lng]` per listed
+    /// cell, or the bbox's four corners.
+    pub outline: Vec<Vec<[f64; 2]>>,
 }
 
 /// Controls, by id.
@@ -116,15 +119,32 @@ fn admin<'a>(req: &'a HttpRequest, state: &AppState) -> Result<&'a Arc<ControlLo
 
 fn answer(e: &Entry) -> ControlAnswer {
     let c = &e.control;
-    let area = match &c.area {
-        Area::Cells(cells) => AreaBody {
-            cells: Some(cells.iter().map(ToString::to_string).collect()),
-            bbox: None,
-        },
-        Area::Bbox(b) => AreaBody {
-            cells: None,
-            bbox: Some(b.to_vec()),
-        },
+    let (area, outline) = match &c.area {
+        Area::Cells(cells) => (
+            AreaBody {
+                cells: Some(cells.iter().map(ToString::to_string).collect()),
+                bbox: None,
+            },
+            cells
+                .iter()
+                .map(|cell| {
+                    cell.boundary()
+                        .into_iter()
+                        .map(|(la, ln)| [la, ln])
+                        .collect()
+                })
+                .collect(),
+        ),
+        Area::Bbox(b) => {
+            let [w, s, e, n] = *b;
+            (
+                AreaBody {
+                    cells: None,
+                    bbox: Some(b.to_vec()),
+                },
+                vec![vec![[s, w], [s, e], [n, e], [n, w]]],
+            )
+        }
     };
     let (kind, multiplier) = match c.action {
         Action::Cap(m) => ("cap", Some(m.value())),
@@ -143,6 +163,7 @@ fn answer(e: &Entry) -> ControlAnswer {
         author: c.author.clone(),
         from_tick: e.from_tick.0,
         revoked_from_tick: e.revoked_from.map(|t| t.0),
+        outline,
     }
 }
 
