@@ -8,7 +8,7 @@
 #   scripts/schemathesis.sh --api-key KEY http://127.0.0.1:8080
 #
 # Runs against a service that is already up (e.g. `cargo run -p primetime
-# -- serve`). 11 operations x 150 examples per phase and mode: well over the
+# -- serve`). 14 operations x 150 examples per phase and mode: well over the
 # 1,000 cases the issue asks for (schemathesis prints the count). Fixed seed,
 # so a run is reproducible. Exits non-zero on any failure.
 #
@@ -77,6 +77,14 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404",
 [[operations]]
 include-path = "/v1/quotes/redeem"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "409", "429"]
+
+# Operator controls: a window too far from the service's event time, an
+# area with both or neither of cells and bbox, a multiplier off the 0.05
+# grid (400), an id that was never issued (404). Without keys the routes
+# answer only loopback peers (403 otherwise).
+[[operations]]
+include-path-regex = "^/v1/controls"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "429"]
 TOML
 
 # JSON Schema cannot say `minLat <= maxLat` inside one string: the hook

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::config::{Config, ConfigError};
+use crate::controls::{Control, ControlId, ControlRecord, ControlSet, Effect, LogError};
 use crate::features::{FeatureRow, Features};
 use crate::geo::{CellId, Geo, RegionId};
 use crate::model::{FormulaModel, PriceModel};
@@ -28,6 +29,11 @@ pub struct Explanation {
     pub previous: Multiplier,
     /// Every guardrail that changed the value, in order.
     pub guardrails: Vec<Adjustment>,
+    /// The operator controls that decided the value, when one changed it
+    /// (absent otherwise, so decisions without controls serialise as
+    /// before).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub controls: Vec<ControlId>,
 }
 
 /// A published price: the multiplier of `cell` from `tick` on. Keyed and
@@ -123,7 +129,8 @@ impl<M: PriceModel> Engine<M> {
             shards: (0..shards)
                 .map(|_| Shard::new(geo, config.window_params()))
                 .collect(),
-            pricer: TickPricer::new(Policy::new(config.policy), model.version()),
+            pricer: TickPricer::new(Policy::new(config.policy), model.version())
+                .with_controls(Arc::new(ControlSet::new(config.bucket_ms))),
             model,
             geo,
             config,
@@ -139,6 +146,56 @@ impl<M: PriceModel> Engine<M> {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The first tick that has not fired: no tick before it will ever fire
+    /// (its end is at or below the service watermark, or it is before the
+    /// next tick). Where the control log stamps records (DESIGN §6a).
+    pub fn first_unfired_tick(&self) -> Tick {
+        let wm = self.service_watermark();
+        let by_wm = if wm == Watermark::MIN {
+            i64::MIN
+        } else {
+            wm.0.div_euclid(self.config.bucket_ms)
+        };
+        Tick(self.next_tick.map_or(by_wm, |n| n.max(by_wm)))
+    }
+
+    /// The operator controls this engine prices under.
+    pub fn controls(&self) -> &ControlSet {
+        self.pricer.controls()
+    }
+
+    /// Issues `control` as the log's authority: it applies from
+    /// [`Self::first_unfired_tick`] on, and its record says so.
+    pub fn issue_control(
+        &mut self,
+        control: Control,
+        recorded_at: i64,
+    ) -> Result<ControlRecord, LogError> {
+        let tick = self.first_unfired_tick();
+        self.pricer.controls_mut().issue(control, tick, recorded_at)
+    }
+
+    /// Revokes control `id` from [`Self::first_unfired_tick`] on.
+    pub fn revoke_control(
+        &mut self,
+        id: ControlId,
+        recorded_at: i64,
+        author: String,
+        reason: String,
+    ) -> Result<ControlRecord, LogError> {
+        let tick = self.first_unfired_tick();
+        self.pricer
+            .controls_mut()
+            .revoke(id, tick, recorded_at, author, reason)
+    }
+
+    /// Applies a record stamped elsewhere (a replay applies the whole log
+    /// before its input); refused if its tick has already fired here.
+    pub fn apply_control(&mut self, record: ControlRecord) -> Result<(), LogError> {
+        let tick = self.first_unfired_tick();
+        self.pricer.controls_mut().apply(record, tick)
     }
 
     pub fn geo(&self) -> &Geo {
@@ -468,6 +525,11 @@ pub struct TickPricer {
     raw: Vec<f32>,
     /// Every row's new multiplier.
     multipliers: Vec<Multiplier>,
+    /// The operator controls (DESIGN §6a); shared, replaced on change.
+    controls: Arc<ControlSet>,
+    /// Every row's control effect at the tick being priced (empty when no
+    /// control is in force).
+    effects: Vec<Option<Effect>>,
 }
 
 impl TickPricer {
@@ -483,7 +545,30 @@ impl TickPricer {
             chunk_raw: Vec::new(),
             raw: Vec::new(),
             multipliers: Vec::new(),
+            controls: Arc::new(ControlSet::new(1)),
+            effects: Vec::new(),
         }
+    }
+
+    /// Prices under `controls` (whose `bucket_ms` must be the ticks'):
+    /// a new pricer has an empty set.
+    pub fn with_controls(mut self, controls: Arc<ControlSet>) -> Self {
+        self.controls = controls;
+        self
+    }
+
+    /// Prices under `controls` from now on (every tick after this call).
+    pub fn set_controls(&mut self, controls: Arc<ControlSet>) {
+        self.controls = controls;
+    }
+
+    pub fn controls(&self) -> &Arc<ControlSet> {
+        &self.controls
+    }
+
+    /// The control set, to append to (copied first if shared).
+    pub fn controls_mut(&mut self) -> &mut ControlSet {
+        Arc::make_mut(&mut self.controls)
     }
 
     pub fn model_version(&self) -> &Arc<str> {
@@ -521,6 +606,16 @@ impl TickPricer {
             self.raw.extend_from_slice(&self.chunk_raw);
         }
         let raw = |j: usize| ok.then(|| f64::from(self.raw[j]));
+        // Controls in force at this tick, looked up per row only when there
+        // are any (the common case prices without a lookup).
+        self.effects.clear();
+        let active = self.controls.at(tick);
+        if !active.is_empty() {
+            self.effects
+                .extend(rows.iter().map(|row| active.effect(row.cell)));
+        }
+        let effects = &self.effects;
+        let effect = |j: usize| effects.get(j).and_then(Option::as_ref);
         // Two passes: the first computes every multiplier without
         // recording guardrails and counts the changed cells, so that `out`
         // and `changed` grow once, to their exact size (growing by doubling
@@ -530,8 +625,13 @@ impl TickPricer {
         self.multipliers.clear();
         self.multipliers
             .extend(rows.iter().enumerate().map(|(j, row)| {
-                self.policy
-                    .multiplier(&row.features, raw(j), row.neighbour_multiplier, row.prev)
+                self.policy.multiplier_controlled(
+                    &row.features,
+                    raw(j),
+                    row.neighbour_multiplier,
+                    row.prev,
+                    effect(j),
+                )
             }));
         let changes = rows
             .iter()
@@ -544,9 +644,18 @@ impl TickPricer {
             if m == row.prev {
                 continue;
             }
-            let v = self
-                .policy
-                .decide(&row.features, raw(j), row.neighbour_multiplier, row.prev);
+            let v = self.policy.decide_controlled(
+                &row.features,
+                raw(j),
+                row.neighbour_multiplier,
+                row.prev,
+                effect(j),
+            );
+            let controlled = v.adjustments.iter().any(|a| a.guardrail.is_control());
+            let controls = match effect(j) {
+                Some(e) if controlled => e.deciding().collect(),
+                _ => Vec::new(),
+            };
             debug_assert_eq!(v.multiplier, m);
             changed.push((row.cell, v.multiplier));
             let mut guardrails = Vec::with_capacity(v.adjustments.len());
@@ -562,6 +671,7 @@ impl TickPricer {
                     fallback: v.fallback,
                     previous: row.prev,
                     guardrails,
+                    controls,
                 },
             });
         }

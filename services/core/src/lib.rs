@@ -11,6 +11,7 @@
 //! - [`window`]: per-cell bucketed windows of one shard, tick steps;
 //! - [`features`]: the 7-column feature contract with the model;
 //! - [`model`]: the [`PriceModel`] seam and the formula model;
+//! - [`controls`]: operator controls as log records, overlap rules;
 //! - [`policy`]: guardrails, quantisation, the fallback formula;
 //! - [`engine`]: the single-threaded reference [`Engine`];
 //! - [`snapshot`]: plain images of cell and partition state (snapshots);
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod controls;
 pub mod dedup;
 pub mod engine;
 pub mod features;
@@ -34,6 +36,10 @@ pub mod window;
 use serde::{Deserialize, Serialize};
 
 pub use config::{Config, ConfigError};
+pub use controls::{
+    Control, ControlId, ControlKind, ControlLimits, ControlRecord, ControlSet, ControlSpec,
+    InvalidControl, LogError,
+};
 pub use engine::{Engine, EngineStats, Explanation, PriceDecision, Priced, TickPricer, shard_of};
 pub use features::{FEATURE_COUNT, FEATURE_NAMES, FeatureRow, Features};
 pub use geo::{CellId, Geo, RegionId};

@@ -4,13 +4,22 @@
 //! Applied in this order, each recorded in the explanation when it changes
 //! the value: non-finite output → fallback formula; minimum evidence (1.0,
 //! and no smoothing); spatial smoothing with the neighbours' multipliers of
-//! the previous tick;
-//! maximum step per tick (up and down); clamp to `[1.0, cap]`; quantise to
-//! 0.05. Quantisation never undoes the step limit or the clamp: it rounds
-//! to the nearest 0.05 *inside* the allowed range.
+//! the previous tick; operator controls ([`crate::controls`]); maximum
+//! step per tick (up and down); clamp to `[1.0, cap]`; quantise to 0.05.
+//! Quantisation never undoes the step limit or the clamp: it rounds to the
+//! nearest 0.05 *inside* the allowed range.
+//!
+//! Controls come after the model and smoothing (they override what the
+//! market computed, including the neighbours' influence) and before the
+//! step limits and quantisation (so a floor still rises at the step-up
+//! rate and every published value is a multiple of 0.05). A control cap
+//! below the current price wins over the step-down limit, like the
+//! emergency cap; a force is exact (no step limits, market cap still
+//! applies); a freeze keeps the previous tick's multiplier.
 
 use serde::{Deserialize, Serialize};
 
+use crate::controls::Effect;
 use crate::features::Features;
 
 /// A published multiplier: an integer number of 0.05 steps (twentieths),
@@ -197,6 +206,25 @@ pub enum Guardrail {
     Cap,
     /// Rounded to a multiple of 0.05.
     Quantise,
+    /// An operator's control forced the multiplier.
+    ControlForce,
+    /// An operator's control froze the multiplier at the previous tick's.
+    ControlFreeze,
+    /// Raised to an operator's control floor.
+    ControlFloor,
+    /// Lowered to an operator's control cap (also when the cap wins over
+    /// the step-down limit).
+    ControlCap,
+}
+
+impl Guardrail {
+    /// Whether this step is an operator control's.
+    pub fn is_control(self) -> bool {
+        matches!(
+            self,
+            Self::ControlForce | Self::ControlFreeze | Self::ControlFloor | Self::ControlCap
+        )
+    }
 }
 
 /// One guardrail's change to the value.
@@ -212,7 +240,7 @@ pub struct Adjustment {
 /// cell that is not published allocates nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Adjustments {
-    items: [Option<Adjustment>; 6],
+    items: [Option<Adjustment>; 8],
     len: usize,
 }
 
@@ -322,9 +350,21 @@ impl Policy {
         neighbour_multiplier: f64,
         prev: Multiplier,
     ) -> Verdict {
+        self.decide_controlled(features, raw, neighbour_multiplier, prev, None)
+    }
+
+    /// [`Self::decide`] under the operator controls' `effect` on the cell.
+    pub fn decide_controlled(
+        &self,
+        features: &Features,
+        raw: Option<f64>,
+        neighbour_multiplier: f64,
+        prev: Multiplier,
+        effect: Option<&Effect>,
+    ) -> Verdict {
         let mut adj = Adjustments::default();
         let (multiplier, raw, fallback) =
-            self.apply(features, raw, neighbour_multiplier, prev, &mut adj);
+            self.apply(features, raw, neighbour_multiplier, prev, effect, &mut adj);
         Verdict {
             multiplier,
             raw,
@@ -342,8 +382,27 @@ impl Policy {
         neighbour_multiplier: f64,
         prev: Multiplier,
     ) -> Multiplier {
-        self.apply(features, raw, neighbour_multiplier, prev, &mut Discard)
-            .0
+        self.multiplier_controlled(features, raw, neighbour_multiplier, prev, None)
+    }
+
+    /// `decide_controlled(..).multiplier`, without recording.
+    pub fn multiplier_controlled(
+        &self,
+        features: &Features,
+        raw: Option<f64>,
+        neighbour_multiplier: f64,
+        prev: Multiplier,
+        effect: Option<&Effect>,
+    ) -> Multiplier {
+        self.apply(
+            features,
+            raw,
+            neighbour_multiplier,
+            prev,
+            effect,
+            &mut Discard,
+        )
+        .0
     }
 
     /// The guardrails, in order; returns the multiplier, the raw value and
@@ -355,6 +414,7 @@ impl Policy {
         raw: Option<f64>,
         neighbour_multiplier: f64,
         prev: Multiplier,
+        effect: Option<&Effect>,
         adj: &mut R,
     ) -> (Multiplier, f64, bool) {
         let formula = || self.params.fallback.raw_multiplier(features);
@@ -387,6 +447,21 @@ impl Policy {
             v = smoothed;
         }
 
+        let mut cap_q = self.cap_q;
+        let mut cap_guardrail = Guardrail::Cap;
+        if let Some(effect) = effect {
+            match control_step(effect, prev, v, adj) {
+                Step::Exact(q) => return self.exact(q, v, raw_value, fallback, adj),
+                Step::Bounded { value, cap } => {
+                    v = value;
+                    if let Some(c) = cap.filter(|&c| c < cap_q) {
+                        cap_q = c;
+                        cap_guardrail = Guardrail::ControlCap;
+                    }
+                }
+            }
+        }
+
         let prev_v = prev.value();
         let hi = f64::from(prev.0 + self.up_q) / 20.0;
         let lo = f64::from(prev.0.saturating_sub(self.down_q)) / 20.0;
@@ -399,24 +474,82 @@ impl Policy {
         }
         debug_assert!(prev_v.is_finite());
 
-        let cap = f64::from(self.cap_q) / 20.0;
+        let cap = f64::from(cap_q) / 20.0;
         if v < 1.0 {
             adj.push(Guardrail::Floor, v, 1.0);
             v = 1.0;
         } else if v > cap {
-            adj.push(Guardrail::Cap, v, cap);
+            adj.push(cap_guardrail, v, cap);
             v = cap;
         }
 
         // Round to the nearest step inside [lo, hi] ∩ [1, cap]; the cap wins
-        // when an emergency cap is below the previous multiplier.
+        // when an emergency or control cap is below the previous multiplier.
         let mut q = (v * 20.0).round() as u32;
         q = q.clamp(prev.0.saturating_sub(self.down_q), prev.0 + self.up_q);
-        q = q.clamp(20, self.cap_q);
+        q = q.clamp(20, cap_q);
         let m = Multiplier(q);
         adj.push(Guardrail::Quantise, v, m.value());
 
         (m, raw_value, fallback)
+    }
+
+    /// The end of the guardrails for a force or a freeze: `q` exactly,
+    /// within `[1.0, market cap]`, without step limits.
+    #[inline(always)]
+    fn exact<R: Record>(
+        &self,
+        q: u32,
+        v: f64,
+        raw_value: f64,
+        fallback: bool,
+        adj: &mut R,
+    ) -> (Multiplier, f64, bool) {
+        let m = Multiplier(q.clamp(20, self.cap_q));
+        if m.0 < q {
+            adj.push(Guardrail::Cap, v, m.value());
+        }
+        (m, raw_value, fallback)
+    }
+}
+
+/// What the control step leaves for the remaining guardrails.
+enum Step {
+    /// Force or freeze: this many twentieths, no step limits.
+    Exact(u32),
+    /// The value after floor and cap, and the control cap (twentieths) for
+    /// the final clamp (so that it wins over the step-down limit).
+    Bounded { value: f64, cap: Option<u32> },
+}
+
+/// The operator-control guardrail: force > freeze > floor, then cap (the
+/// cap wins over a higher floor). Records what it changes.
+#[inline(always)]
+fn control_step<R: Record>(effect: &Effect, prev: Multiplier, v: f64, adj: &mut R) -> Step {
+    if let Some((m, _)) = effect.force {
+        adj.push(Guardrail::ControlForce, v, m.value());
+        return Step::Exact(m.0);
+    }
+    if effect.freeze.is_some() {
+        adj.push(Guardrail::ControlFreeze, v, prev.value());
+        return Step::Exact(prev.0);
+    }
+    let mut v = v;
+    if let Some((floor, _)) = effect.floor {
+        if v < floor.value() {
+            adj.push(Guardrail::ControlFloor, v, floor.value());
+            v = floor.value();
+        }
+    }
+    if let Some((cap, _)) = effect.cap {
+        if v > cap.value() {
+            adj.push(Guardrail::ControlCap, v, cap.value());
+            v = cap.value();
+        }
+    }
+    Step::Bounded {
+        value: v,
+        cap: effect.cap.map(|(c, _)| c.0),
     }
 }
 
@@ -513,6 +646,75 @@ mod tests {
         });
         let v = p.decide(&busy(), Some(3.0), 1.0, Multiplier(60));
         assert_eq!(v.multiplier.value(), 1.5);
+    }
+
+    fn effect(f: impl FnOnce(&mut Effect)) -> Effect {
+        let mut e = Effect::default();
+        f(&mut e);
+        e
+    }
+
+    fn kinds(v: &Verdict) -> Vec<Guardrail> {
+        v.adjustments.iter().map(|a| a.guardrail).collect()
+    }
+
+    #[test]
+    fn control_cap_wins_over_step_down_and_is_named() {
+        use crate::controls::ControlId;
+        let p = Policy::new(PolicyParams::default());
+        let cap = effect(|e| e.cap = Some((Multiplier(30), ControlId(1))));
+        let v = p.decide_controlled(&busy(), Some(3.0), 1.0, Multiplier(60), Some(&cap));
+        assert_eq!(v.multiplier.value(), 1.5);
+        assert!(kinds(&v).starts_with(&[Guardrail::Smoothing, Guardrail::ControlCap]));
+        assert!(kinds(&v).contains(&Guardrail::StepDown));
+        // The step-down limit would say 2.75; the control cap wins.
+        assert_eq!(kinds(&v).iter().filter(|g| g.is_control()).count(), 2);
+        // A cap above the value changes nothing.
+        let high = effect(|e| e.cap = Some((Multiplier(60), ControlId(1))));
+        let free = p.decide(&busy(), Some(1.2), 1.0, Multiplier::ONE);
+        let capped = p.decide_controlled(&busy(), Some(1.2), 1.0, Multiplier::ONE, Some(&high));
+        assert_eq!(free, capped);
+    }
+
+    #[test]
+    fn control_floor_rises_at_the_step_up_rate_and_a_lower_cap_wins() {
+        use crate::controls::ControlId;
+        let p = Policy::new(PolicyParams::default());
+        let floor = effect(|e| e.floor = Some((Multiplier(50), ControlId(1))));
+        let v = p.decide_controlled(&busy(), Some(1.0), 1.0, Multiplier::ONE, Some(&floor));
+        assert_eq!(v.multiplier.value(), 1.5);
+        assert_eq!(kinds(&v), [Guardrail::ControlFloor, Guardrail::StepUp]);
+        let both = effect(|e| {
+            e.floor = Some((Multiplier(50), ControlId(1)));
+            e.cap = Some((Multiplier(24), ControlId(2)));
+        });
+        let v = p.decide_controlled(&busy(), Some(1.0), 1.0, Multiplier::ONE, Some(&both));
+        assert_eq!(v.multiplier.value(), 1.2);
+    }
+
+    #[test]
+    fn force_is_exact_and_freeze_holds() {
+        use crate::controls::ControlId;
+        let p = Policy::new(PolicyParams::default());
+        let force = effect(|e| e.force = Some((Multiplier(45), ControlId(1))));
+        let v = p.decide_controlled(&busy(), Some(1.0), 1.0, Multiplier::ONE, Some(&force));
+        assert_eq!(v.multiplier.value(), 2.25);
+        let quiet = Features {
+            requests_5m: 0,
+            ..busy()
+        };
+        let v = p.decide_controlled(&quiet, Some(5.0), 1.0, Multiplier(70), Some(&force));
+        assert_eq!(v.multiplier.value(), 2.25);
+        // Above the market cap, the market cap applies.
+        let huge = effect(|e| e.force = Some((Multiplier(200), ControlId(1))));
+        let v = p.decide_controlled(&busy(), Some(1.0), 1.0, Multiplier::ONE, Some(&huge));
+        assert_eq!(v.multiplier.value(), 3.0);
+        let freeze = effect(|e| e.freeze = Some(ControlId(2)));
+        for raw in [1.0, 9.0, f64::NAN] {
+            let v = p.decide_controlled(&busy(), Some(raw), 2.0, Multiplier(37), Some(&freeze));
+            assert_eq!(v.multiplier, Multiplier(37));
+            assert!(kinds(&v).contains(&Guardrail::ControlFreeze));
+        }
     }
 
     #[test]

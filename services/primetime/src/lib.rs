@@ -5,6 +5,7 @@
 //! - [`auth`]: API keys (hashed, scoped) and per-key rate limits;
 //! - [`cli`]: the command line (`serve`, `simulate`, `replay`);
 //! - [`config`]: typed configuration from flags, environment and file;
+//! - [`controls`]: the embedded operator-control log (DESIGN §6a);
 //! - [`pipeline`]: source thread → shard actors → tick clock, and the
 //!   traits adapters plug into (it imports no adapter);
 //! - [`sinks`]: the `Sink` trait, its contract, and every sink (table,
@@ -29,6 +30,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod controls;
 pub mod dataset;
 pub mod history;
 pub mod http;

@@ -10,7 +10,7 @@ use utoipa::OpenApi;
 
 use super::params::{BBOX_PATTERN, CellShape};
 use super::{AppState, Limits, MAX_BATCH};
-use super::{api, history, quotes};
+use super::{api, controls, history, quotes};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -27,6 +27,9 @@ use super::{api, history, quotes};
         api::cell,
         history::cell_history,
         api::service_status,
+        controls::issue,
+        controls::list,
+        controls::revoke,
         api::healthz,
         api::readyz,
         api::metrics,

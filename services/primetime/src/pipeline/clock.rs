@@ -43,6 +43,7 @@ pub(super) struct Clock<S> {
     /// Ticks before this fire (rebuilding state) but are not published.
     publish_from: Option<Tick>,
     lockstep: Option<Arc<Lockstep>>,
+    controls: Option<Arc<crate::controls::ControlLog>>,
 }
 
 /// The clock's side of consistent snapshots: when to cut, and the channel
@@ -66,6 +67,9 @@ pub(super) struct ClockOptions {
     /// A closed-loop input's lockstep: told each tick's decisions and
     /// each settled watermark.
     pub lockstep: Option<Arc<Lockstep>>,
+    /// Operator controls: the set for each tick is taken just before it
+    /// fires (which also stamps later records after it).
+    pub controls: Option<Arc<crate::controls::ControlLog>>,
 }
 
 /// Where a restored clock starts: after `tick`, with the boundary
@@ -100,6 +104,7 @@ impl<S: Sink> Clock<S> {
             snapshots: options.snapshots,
             publish_from: options.publish_from,
             lockstep: options.lockstep,
+            controls: options.controls,
         }
     }
 
@@ -286,10 +291,12 @@ impl<S: Sink> Clock<S> {
             view.summaries.extend(foreign);
             Arc::new(view)
         };
+        let controls = self.controls.as_ref().map(|log| log.for_tick(tick));
         let requests = self.shards.iter().map(|s| {
             s.send(FireTick {
                 tick,
                 boundary: Arc::clone(&view),
+                controls: controls.clone(),
             })
         });
         let reports = join_all(requests).await;

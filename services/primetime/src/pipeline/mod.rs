@@ -82,6 +82,8 @@ pub struct PipelineOptions {
     pub publish_from: Option<Tick>,
     /// A closed-loop input waits on this for each round's decisions.
     pub lockstep: Option<Arc<Lockstep>>,
+    /// Operator controls: each tick prices under the log's set for it.
+    pub controls: Option<Arc<crate::controls::ControlLog>>,
 }
 
 impl PipelineOptions {
@@ -99,6 +101,7 @@ impl PipelineOptions {
             restore: None,
             publish_from: None,
             lockstep: None,
+            controls: None,
         }
     }
 }
@@ -163,6 +166,7 @@ impl Pipeline {
             snapshots,
             publish_from: options.publish_from,
             lockstep: options.lockstep.clone(),
+            controls: options.controls.clone(),
         };
         let clock = clock::Clock::new(addrs.clone(), sink, Arc::clone(&metrics), clock_options);
         let clock = actix_rt::spawn(clock.run(progress_rx));

@@ -45,6 +45,8 @@ pub struct BoundaryView {
 pub struct FireTick {
     pub tick: Tick,
     pub boundary: Arc<BoundaryView>,
+    /// The operator controls to price this tick with (`None`: none).
+    pub controls: Option<Arc<primetime_core::ControlSet>>,
 }
 
 /// What one shard produced for a tick.
@@ -176,6 +178,9 @@ impl Handler<FireTick> for ShardActor {
 
     fn handle(&mut self, msg: FireTick, _: &mut Context<Self>) -> Self::Result {
         let tick = msg.tick;
+        if let Some(controls) = msg.controls {
+            self.pricer.set_controls(controls);
+        }
         self.shard.close_tick(tick);
         self.rows.clear();
         let boundary = &msg.boundary;

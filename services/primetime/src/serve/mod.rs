@@ -48,6 +48,9 @@ pub(super) struct Parts {
     stop: Arc<AtomicBool>,
     /// Set in Kafka mode with Redis (HTTP reads other instances' cells).
     remote: Arc<std::sync::OnceLock<lookup::RemotePrices>>,
+    /// The embedded control log (DESIGN §6a); `None` in Kafka mode, which
+    /// has no shared control log yet.
+    controls: Option<Arc<crate::controls::ControlLog>>,
 }
 
 /// The running mode's task: the embedded pipeline or Kafka's epochs.
@@ -67,6 +70,8 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
         metrics,
         stop: Arc::new(AtomicBool::new(false)),
         remote: Arc::default(),
+        controls: (!config.kafka.enabled())
+            .then(|| Arc::new(crate::controls::ControlLog::new(config.core.bucket_ms))),
     };
     // A resumed Kafka pipeline may hold decisions the history never saw:
     // no 1.0 guessed for them until the history is restored.
@@ -200,9 +205,16 @@ fn start_http(
         auth: Arc::new(crate::auth::Auth::new(&config.auth)),
     };
     let addr = config.socket_addr();
+    let controls = parts.controls.clone();
     Ok(HttpServer::new(move || {
         let state = state.clone();
-        App::new().configure(move |c| http::configure(c, state))
+        let controls = controls.clone();
+        App::new().configure(move |c| {
+            http::configure(c, state);
+            if let Some(log) = controls {
+                http::configure_controls(c, log);
+            }
+        })
     })
     .workers(config.http_workers)
     .disable_signals()
@@ -216,6 +228,7 @@ pub(super) fn pipeline_options(config: &ServiceConfig, parts: &Parts) -> Pipelin
     PipelineOptions {
         active: Some(Arc::clone(&parts.active) as Arc<dyn crate::pipeline::ActiveCells>),
         ingest_workers: config.ingest_workers,
+        controls: parts.controls.clone(),
         ..PipelineOptions::sized(config.shards, config.mailbox, config.batch_size)
     }
 }
