@@ -308,6 +308,76 @@ enum Body {
     },
 }
 
+/// The stadium event of `config`, placed in `city`; a stadium outside the
+/// city is listed in `problems` instead.
+fn place_stadium(config: &SimConfig, city: &City, problems: &mut Vec<String>) -> Option<Stadium> {
+    let s = config.stadium.as_ref()?;
+    let (x, y) = city.to_km(s.lat, s.lng);
+    let found = city.spot(x, y).and_then(|spot| {
+        CellId::from_u64(city.cell(spot.slot)).map(|cell| Stadium {
+            spot,
+            cell,
+            start_ms: config.start_ms + s.starts_after_ms,
+            duration_ms: s.duration_ms,
+            riders: s.riders,
+        })
+    });
+    if found.is_none() {
+        problems.push(format!(
+            "stadium: ({}, {}) is outside the city ({} km around ({}, {}))",
+            s.lat, s.lng, config.radius_km, config.center_lat, config.center_lng
+        ));
+    }
+    found
+}
+
+/// The drivers at `config.start_ms`, all available, with the dispatcher's
+/// per-cell view of them and their fixed ping order.
+struct Fleet {
+    drivers: Vec<Driver>,
+    available: Vec<Vec<u32>>,
+    ping_order: Vec<(i64, u32)>,
+}
+
+impl Fleet {
+    /// Places every driver (at a demand hotspot or anywhere in the city),
+    /// drawing from `world_rng` in driver order: the draws are part of the
+    /// simulator's seeded output.
+    fn place(config: &SimConfig, city: &City, world_rng: &mut Rng) -> Self {
+        let n = config.drivers as usize;
+        let mut drivers = Vec::with_capacity(n);
+        let mut available = vec![Vec::new(); city.cell_count()];
+        let mut ping_order = Vec::with_capacity(n);
+        for i in 0..config.drivers {
+            let spot = if world_rng.chance(DRIVERS_AT_HOTSPOTS) {
+                city.demand_spot(world_rng)
+            } else {
+                city.uniform_spot(world_rng)
+            };
+            let speed_mps = world_rng.range_f64(MIN_SPEED_MPS, MAX_SPEED_MPS);
+            drivers.push(Driver {
+                x: spot.x,
+                y: spot.y,
+                slot: spot.slot,
+                heading: world_rng.range_f64(0.0, std::f64::consts::TAU),
+                speed: speed_mps / 1e6,
+                last_ms: config.start_ms,
+                state: DriverState::Available,
+                target: None,
+                next_decision_ms: config.start_ms,
+            });
+            available[spot.slot as usize].push(i);
+            ping_order.push((world_rng.range_i64(0, config.ping_interval_ms - 1), i));
+        }
+        ping_order.sort_unstable();
+        Self {
+            drivers,
+            available,
+            ping_order,
+        }
+    }
+}
+
 /// The seeded city simulator. See the crate documentation for the model.
 pub struct Simulator {
     config: SimConfig,
@@ -384,59 +454,17 @@ impl Simulator {
                 config.center_lat, config.center_lng
             )]));
         };
-        let stadium = match &config.stadium {
-            None => None,
-            Some(s) => {
-                let (x, y) = city.to_km(s.lat, s.lng);
-                let found = city.spot(x, y).and_then(|spot| {
-                    CellId::from_u64(city.cell(spot.slot)).map(|cell| Stadium {
-                        spot,
-                        cell,
-                        start_ms: config.start_ms + s.starts_after_ms,
-                        duration_ms: s.duration_ms,
-                        riders: s.riders,
-                    })
-                });
-                if found.is_none() {
-                    problems.push(format!(
-                        "stadium: ({}, {}) is outside the city ({} km around ({}, {}))",
-                        s.lat, s.lng, config.radius_km, config.center_lat, config.center_lng
-                    ));
-                }
-                found
-            }
-        };
+        let stadium = place_stadium(&config, &city, &mut problems);
         if !problems.is_empty() {
             return Err(SimError::Config(problems));
         }
 
         let mut world_rng = Rng::new(config.seed, WORLD_STREAM);
-        let n = config.drivers as usize;
-        let mut drivers = Vec::with_capacity(n);
-        let mut available = vec![Vec::new(); city.cell_count()];
-        let mut ping_order = Vec::with_capacity(n);
-        for i in 0..config.drivers {
-            let spot = if world_rng.chance(DRIVERS_AT_HOTSPOTS) {
-                city.demand_spot(&mut world_rng)
-            } else {
-                city.uniform_spot(&mut world_rng)
-            };
-            let speed_mps = world_rng.range_f64(MIN_SPEED_MPS, MAX_SPEED_MPS);
-            drivers.push(Driver {
-                x: spot.x,
-                y: spot.y,
-                slot: spot.slot,
-                heading: world_rng.range_f64(0.0, std::f64::consts::TAU),
-                speed: speed_mps / 1e6,
-                last_ms: config.start_ms,
-                state: DriverState::Available,
-                target: None,
-                next_decision_ms: config.start_ms,
-            });
-            available[spot.slot as usize].push(i);
-            ping_order.push((world_rng.range_i64(0, config.ping_interval_ms - 1), i));
-        }
-        ping_order.sort_unstable();
+        let Fleet {
+            drivers,
+            available,
+            ping_order,
+        } = Fleet::place(&config, &city, &mut world_rng);
         let p_offline = OFFLINE_PER_MINUTE * config.ping_interval_ms as f64 / 60_000.0;
 
         let mut sim = Self {
