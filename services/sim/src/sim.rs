@@ -895,7 +895,7 @@ impl Simulator {
                 start_ms,
                 end_ms,
             } => {
-                self.ping_mid_trip(i, t, from, to, (start_ms, end_ms));
+                self.ping_mid_trip(i, t, from, to, start_ms, end_ms);
                 return;
             }
             // Only the closed loop sends drivers en route.
@@ -919,8 +919,15 @@ impl Simulator {
     /// A driver on a trip pings from its straight-line position between
     /// `from` and `to` at `t` within `(start_ms, end_ms)`; off the city's
     /// cells, the partition of the H3 cell under it (or 0) carries the ping.
-    fn ping_mid_trip(&mut self, i: u32, t: i64, from: (f64, f64), to: Spot, span: (i64, i64)) {
-        let (start_ms, end_ms) = span;
+    fn ping_mid_trip(
+        &mut self,
+        i: u32,
+        t: i64,
+        from: (f64, f64),
+        to: Spot,
+        start_ms: i64,
+        end_ms: i64,
+    ) {
         let old_slot = self.drivers[i as usize].slot;
         let f = (t - start_ms) as f64 / (end_ms - start_ms) as f64;
         let x = from.0 + (to.x - from.0) * f;
