@@ -316,17 +316,28 @@ fn gates(v: &View<'_>) -> Vec<Check> {
 
 /// Issue 15's targets for the model + guardrails.
 fn targets(v: &View<'_>) -> Vec<Check> {
-    use PolicyKind::{BestFixed, Flat, Model, Oracle, RatioGuardrails};
-    use Scenario::{NewYearsEve, Normal, Outage, Stadium, SupplyShock};
-    let pts = |i: Interval| {
-        format!(
-            "{:+.1} pts [{:+.1}, {:+.1}]",
-            100.0 * i.mean,
-            100.0 * i.lo,
-            100.0 * i.hi
-        )
-    };
     let mut out = Vec::new();
+    peak_targets(v, &mut out);
+    guardrail_targets(v, &mut out);
+    gap_targets(v, &mut out);
+    normal_day_targets(v, &mut out);
+    out
+}
+
+/// A paired difference of shares in percentage points, with its interval.
+fn pts(i: Interval) -> String {
+    format!(
+        "{:+.1} pts [{:+.1}, {:+.1}]",
+        100.0 * i.mean,
+        100.0 * i.lo,
+        100.0 * i.hi
+    )
+}
+
+/// The two peaks (New Year's Eve, the stadium): fulfilment and ETA.
+fn peak_targets(v: &View<'_>, out: &mut Vec<Check>) {
+    use PolicyKind::{Flat, Model, RatioGuardrails};
+    use Scenario::{NewYearsEve, Normal, Stadium};
     let normal_eta = v.mean(Normal, Model, "median_eta_min");
     for s in [NewYearsEve, Stadium] {
         let n = s.name();
@@ -353,6 +364,12 @@ fn targets(v: &View<'_>) -> Vec<Check> {
                 .map(|(a, b)| (format!("{a:.2} vs {b:.2} min"), a <= 0.9 * b)),
         ));
     }
+}
+
+/// Every scenario: the model's fulfilment and price reversals against
+/// ratio+guardrails'.
+fn guardrail_targets(v: &View<'_>, out: &mut Vec<Check>) {
+    use PolicyKind::{Model, RatioGuardrails};
     for s in Scenario::ALL {
         let n = s.name();
         out.push(check(
@@ -367,6 +384,13 @@ fn targets(v: &View<'_>) -> Vec<Check> {
                 .map(|(a, b)| (format!("{a:.2} vs {b:.2}"), a <= 0.5 * b)),
         ));
     }
+}
+
+/// The stressed scenarios: the share of the completed-trip gap between flat
+/// pricing and the oracle that the model closes.
+fn gap_targets(v: &View<'_>, out: &mut Vec<Check>) {
+    use PolicyKind::{Flat, Model, Oracle};
+    use Scenario::{NewYearsEve, Outage, Stadium, SupplyShock};
     for s in [NewYearsEve, Stadium, SupplyShock, Outage] {
         let completed = |p| v.mean(s, p, "completed");
         out.push(check(
@@ -391,6 +415,13 @@ fn targets(v: &View<'_>) -> Vec<Check> {
                 }),
         ));
     }
+}
+
+/// The normal day: the model's mean multiplier paid, and its completed
+/// trips against the best fixed price's.
+fn normal_day_targets(v: &View<'_>, out: &mut Vec<Check>) {
+    use PolicyKind::{BestFixed, Model};
+    use Scenario::Normal;
     out.push(check(
         "normal: model mean multiplier paid <= 1.10",
         v.mean(Normal, Model, "mean_multiplier_paid")
@@ -405,7 +436,6 @@ fn targets(v: &View<'_>) -> Vec<Check> {
                 (format!("{:+.2} %", 100.0 * d), d.abs() <= 0.01)
             }),
     ));
-    out
 }
 
 #[cfg(test)]

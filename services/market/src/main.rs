@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use primetime_market::bench::{BenchOptions, bench, run_many};
+use primetime_market::bench::{BenchOptions, BenchReport, bench, run_many};
 use primetime_market::metrics::{METRICS, measure};
 use primetime_market::quality::{Provenance, markdown};
 use primetime_market::{PolicyKind, RunSpec, Scenario, Timeline, run};
@@ -160,6 +160,31 @@ fn load(path: &Path) -> Result<Arc<primetime_model::OnnxModel>> {
 }
 
 fn run_bench(args: &BenchArgs) -> Result<()> {
+    let opts = bench_options(args)?;
+    let started = Instant::now();
+    let report = bench(&opts)?;
+    let wall_s = started.elapsed().as_secs_f64();
+    print_verdicts(&report);
+    let written = write_results(args, &report, opts.threads, wall_s)?;
+    println!(
+        "{} runs in {wall_s:.1} s on {} threads; wrote {} and {}",
+        opts.seeds as usize * opts.scenarios.len() * opts.policies.len(),
+        opts.threads,
+        written.json.display(),
+        written.quality.display()
+    );
+    if args.short {
+        check_determinism(&opts)?;
+        if let Some(g) = report.gates.iter().find(|g| !g.pass) {
+            bail!("calibration gate failed: {} ({})", g.name, g.figure);
+        }
+    }
+    Ok(())
+}
+
+/// The benchmark's options from the flags: the short version runs fewer
+/// seeds and a shorter timeline; every scenario and policy, with the model.
+fn bench_options(args: &BenchArgs) -> Result<BenchOptions> {
     let timeline = if args.short {
         Timeline::SHORT
     } else {
@@ -169,7 +194,7 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let opts = BenchOptions {
+    Ok(BenchOptions {
         seeds,
         tuning_seeds: if args.short { 2 } else { 5 },
         timeline,
@@ -177,10 +202,11 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
         model: Some(load(&args.model)?),
         scenarios: Scenario::ALL.to_vec(),
         policies: PolicyKind::ALL.to_vec(),
-    };
-    let started = Instant::now();
-    let report = bench(&opts)?;
-    let wall_s = started.elapsed().as_secs_f64();
+    })
+}
+
+/// Prints each gate's and target's verdict, and the best fixed multiplier.
+fn print_verdicts(report: &BenchReport) {
     println!("calibration gates:");
     for g in &report.gates {
         println!("  {} {}: {}", verdict(g.pass), g.name, g.figure);
@@ -193,6 +219,22 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
         "best fixed multiplier: {} (grid {:?})",
         report.best_fixed, report.grid
     );
+}
+
+/// Where [`write_results`] wrote the report.
+struct Written {
+    json: PathBuf,
+    quality: PathBuf,
+}
+
+/// Writes the report as JSON and as the markdown quality table, with its
+/// provenance, to the flags' paths or the version's defaults.
+fn write_results(
+    args: &BenchArgs,
+    report: &BenchReport,
+    threads: usize,
+    wall_s: f64,
+) -> Result<Written> {
     let command = if args.short {
         "cargo run --release -p primetime-market -- --short"
     } else {
@@ -209,7 +251,7 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
     let machine = machine(threads);
     let date = today();
     let table = markdown(
-        &report,
+        report,
         &Provenance {
             command,
             machine: &machine,
@@ -218,7 +260,7 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
             json: &json_name,
         },
     );
-    write(&json, &serde_json::to_string_pretty(&report)?)?;
+    write(&json, &serde_json::to_string_pretty(report)?)?;
     let quality = args.quality.clone().unwrap_or_else(|| {
         if args.short {
             PathBuf::from("target/market/QUALITY-short.md")
@@ -227,19 +269,7 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
         }
     });
     write(&quality, &table)?;
-    println!(
-        "{} runs in {wall_s:.1} s on {threads} threads; wrote {} and {}",
-        opts.seeds as usize * opts.scenarios.len() * opts.policies.len(),
-        json.display(),
-        quality.display()
-    );
-    if args.short {
-        check_determinism(&opts)?;
-        if let Some(g) = report.gates.iter().find(|g| !g.pass) {
-            bail!("calibration gate failed: {} ({})", g.name, g.figure);
-        }
-    }
-    Ok(())
+    Ok(Written { json, quality })
 }
 
 /// The same runs on 1 and on 2 threads, with 1 and 7 engine shards, give

@@ -59,51 +59,22 @@ pub fn measure(outcome: &RunOutcome) -> [f64; METRICS.len()] {
         .filter(|r| r.wait_ms.is_some())
         .collect();
     let completed = done.len() as f64;
-    let minutes = minute_range(log, from, to);
-    let sum = |f: fn(&primetime_sim::MinuteStats) -> f64| -> f64 { minutes.iter().map(f).sum() };
-    let sessions = sum(|m| m.sessions as f64);
-    let idle = sum(|m| m.idle_ms as f64);
-    let en_route = sum(|m| m.en_route_ms as f64);
-    let on_trip = sum(|m| m.on_trip_ms as f64);
-    let online = idle + en_route + on_trip;
-    let earnings = sum(|m| m.earnings);
-    let waits = |rides: &[&Ride]| -> Vec<f64> {
-        rides
-            .iter()
-            .filter_map(|r| r.wait_ms)
-            .map(|w| w as f64 / MINUTE_MS as f64)
-            .collect()
-    };
+    let t = MinuteTotals::sum(minute_range(log, from, to));
     let etas = waits(&done);
-    let (peak_from, peak_to) = outcome.setup.peak;
-    let peak_rider = |r: &&Ride| match outcome.setup.peak_riders {
-        PeakRiders::All => true,
-        PeakRiders::Event => r.event,
-    };
-    let peak: Vec<&Ride> = in_window
-        .iter()
-        .copied()
-        .filter(|r| (peak_from..peak_to).contains(&r.first_request_ms))
-        .filter(peak_rider)
-        .collect();
-    let spike: Vec<&Ride> = peak
-        .iter()
-        .copied()
-        .filter(|r| r.first_request_ms < peak_from + SPIKE_MS)
-        .collect();
+    let PeakRides { peak, spike } = peak_rides(outcome, &in_window);
     let (reversals, p95_dm) = price_stability(log, from, to);
     let paid: Vec<f64> = done.iter().map(|r| r.multiplier).collect();
     [
         ratio(completed, requests),
-        ratio(completed, sessions),
+        ratio(completed, t.sessions),
         requests - completed,
         completed,
         requests,
         percentile(&etas, 0.5),
         percentile(&etas, 0.9),
-        ratio(en_route, online),
-        ratio(on_trip, online),
-        ratio(earnings, online / 3.6e6),
+        ratio(t.en_route, t.online),
+        ratio(t.on_trip, t.online),
+        ratio(t.earnings, t.online / 3.6e6),
         if paid.is_empty() {
             1.0
         } else {
@@ -121,9 +92,76 @@ pub fn measure(outcome: &RunOutcome) -> [f64; METRICS.len()] {
         ),
         percentile(&waits(&peak), 0.5),
         percentile(&waits(&spike), 0.9),
-        ratio(sum(|m| m.price_moves), sum(|m| m.expected_moves)),
-        ratio(online, (to - from) as f64),
+        ratio(t.price_moves, t.expected_moves),
+        ratio(t.online, (to - from) as f64),
     ]
+}
+
+/// The window's per-minute statistics summed (driver time in ms).
+struct MinuteTotals {
+    sessions: f64,
+    en_route: f64,
+    on_trip: f64,
+    /// Idle, en route and on trip.
+    online: f64,
+    earnings: f64,
+    price_moves: f64,
+    expected_moves: f64,
+}
+
+impl MinuteTotals {
+    fn sum(minutes: &[primetime_sim::MinuteStats]) -> Self {
+        let sum =
+            |f: fn(&primetime_sim::MinuteStats) -> f64| -> f64 { minutes.iter().map(f).sum() };
+        let idle = sum(|m| m.idle_ms as f64);
+        let en_route = sum(|m| m.en_route_ms as f64);
+        let on_trip = sum(|m| m.on_trip_ms as f64);
+        Self {
+            sessions: sum(|m| m.sessions as f64),
+            en_route,
+            on_trip,
+            online: idle + en_route + on_trip,
+            earnings: sum(|m| m.earnings),
+            price_moves: sum(|m| m.price_moves),
+            expected_moves: sum(|m| m.expected_moves),
+        }
+    }
+}
+
+/// Each ride's wait in minutes, for the rides that got one.
+fn waits(rides: &[&Ride]) -> Vec<f64> {
+    rides
+        .iter()
+        .filter_map(|r| r.wait_ms)
+        .map(|w| w as f64 / MINUTE_MS as f64)
+        .collect()
+}
+
+/// The window's rides requested in the scenario's peak (only the event's
+/// riders when the scenario says so), and those in its first `SPIKE_MS`.
+struct PeakRides<'a> {
+    peak: Vec<&'a Ride>,
+    spike: Vec<&'a Ride>,
+}
+
+fn peak_rides<'a>(outcome: &RunOutcome, in_window: &[&'a Ride]) -> PeakRides<'a> {
+    let (peak_from, peak_to) = outcome.setup.peak;
+    let peak_rider = |r: &&Ride| match outcome.setup.peak_riders {
+        PeakRiders::All => true,
+        PeakRiders::Event => r.event,
+    };
+    let peak: Vec<&Ride> = in_window
+        .iter()
+        .copied()
+        .filter(|r| (peak_from..peak_to).contains(&r.first_request_ms))
+        .filter(peak_rider)
+        .collect();
+    let spike: Vec<&Ride> = peak
+        .iter()
+        .copied()
+        .filter(|r| r.first_request_ms < peak_from + SPIKE_MS)
+        .collect();
+    PeakRides { peak, spike }
 }
 
 fn minute_range(log: &MarketLog, from: i64, to: i64) -> &[primetime_sim::MinuteStats] {

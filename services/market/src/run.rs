@@ -13,12 +13,12 @@
 
 use std::sync::Arc;
 
-use primetime_core::{CellId, Config, Engine, IngestTime};
+use primetime_core::{CellId, Config, Engine, IngestTime, RawRecord, Reason};
 use primetime_model::OnnxModel;
 use primetime_sim::{MarketLog, SimRecord, Simulator};
 
 use crate::MarketError;
-use crate::policy::{PolicyKind, engine_pricing};
+use crate::policy::{BoxedModel, PolicyKind, engine_pricing};
 use crate::scenario::{Scenario, ScenarioSetup, Timeline, setup};
 
 /// Everything a run depends on.
@@ -89,18 +89,7 @@ impl Prices {
 pub fn run(spec: &RunSpec) -> Result<RunOutcome, MarketError> {
     let setup = setup(spec.scenario, spec.seed, spec.timeline);
     let mut sim = Simulator::new(setup.sim.clone())?;
-    let cap = spec.engine.policy.cap;
-    let mut engine = match engine_pricing(spec.policy, spec.engine.policy, spec.model.as_ref()) {
-        Some((model, policy)) => {
-            let config = Config {
-                policy,
-                ..spec.engine.clone()
-            };
-            Some(Engine::new(config, sim.partitions(), spec.shards, model)?)
-        }
-        None if spec.policy == PolicyKind::Model => return Err(MarketError::NoModel),
-        None => None,
-    };
+    let mut feed = engine_for(spec, &sim)?.map(EngineFeed::new);
     let bucket_ms = spec.engine.bucket_ms;
     let start = sim.now_ms();
     let end = start + spec.timeline.total_ms();
@@ -114,24 +103,20 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, MarketError> {
         p.1 = fixed;
     }
     let mut records: Vec<SimRecord> = Vec::new();
-    let mut decoded = Vec::new();
-    let mut outcomes = Vec::new();
     let mut decisions = 0u64;
     let mut forced = false;
     let mut t = start;
     while t < end {
-        if let Some(engine) = engine.as_mut() {
-            for d in engine.take_decisions() {
-                prices.set(d.cell, d.multiplier.value());
-                decisions += 1;
-            }
+        if let Some(feed) = feed.as_mut() {
+            decisions += feed.take_decisions(&mut prices);
         } else if spec.policy == PolicyKind::Oracle {
-            for (c, m) in sim.oracle_prices(cap) {
+            for (c, m) in sim.oracle_prices(spec.engine.policy.cap) {
                 prices.set(c, m);
             }
         }
         let outage = setup.outage.is_some_and(|(a, b)| (a..b).contains(&t));
         if outage {
+            // The outage shows 1.0 everywhere once, when it starts.
             if !forced {
                 let ones: Vec<(CellId, f64)> = cells.iter().map(|c| (*c, 1.0)).collect();
                 sim.observe_prices(&ones);
@@ -143,23 +128,9 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, MarketError> {
         }
         let next = (t.div_euclid(bucket_ms) + 1) * bucket_ms;
         sim.advance_to(next.min(end), &mut records);
-        if let Some(engine) = engine.as_mut() {
-            decoded.clear();
-            for r in records.drain(..) {
-                match primetime_proto::decode(r.topic, &r.payload) {
-                    Ok(raw) => {
-                        decoded.push((r.partition, r.offset, IngestTime(r.ingest_time_ms), raw))
-                    }
-                    Err(_) => engine.push_malformed(r.partition, r.offset),
-                }
-            }
-            outcomes.clear();
-            engine.push_batch(
-                decoded.iter().map(|(p, o, i, r)| (*p, *o, *i, r)),
-                &mut outcomes,
-            );
-        } else {
-            records.clear();
+        match feed.as_mut() {
+            Some(feed) => feed.push(&mut records),
+            None => records.clear(),
         }
         t = next;
     }
@@ -169,4 +140,73 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, MarketError> {
         log,
         decisions,
     })
+}
+
+/// The reference engine pricing with the spec's policy, or `None` for the
+/// policies priced without it (the model policy without a model is an
+/// error).
+fn engine_for(spec: &RunSpec, sim: &Simulator) -> Result<Option<Engine<BoxedModel>>, MarketError> {
+    match engine_pricing(spec.policy, spec.engine.policy, spec.model.as_ref()) {
+        Some((model, policy)) => {
+            let config = Config {
+                policy,
+                ..spec.engine.clone()
+            };
+            Ok(Some(Engine::new(
+                config,
+                sim.partitions(),
+                spec.shards,
+                model,
+            )?))
+        }
+        None if spec.policy == PolicyKind::Model => Err(MarketError::NoModel),
+        None => Ok(None),
+    }
+}
+
+/// The engine with its per-bucket buffers, reused across buckets.
+struct EngineFeed {
+    engine: Engine<BoxedModel>,
+    decoded: Vec<(u32, i64, IngestTime, RawRecord)>,
+    outcomes: Vec<Result<(), Reason>>,
+}
+
+impl EngineFeed {
+    fn new(engine: Engine<BoxedModel>) -> Self {
+        Self {
+            engine,
+            decoded: Vec::new(),
+            outcomes: Vec::new(),
+        }
+    }
+
+    /// Moves the fired ticks' decisions into `prices`; returns how many.
+    fn take_decisions(&mut self, prices: &mut Prices) -> u64 {
+        let mut taken = 0;
+        for d in self.engine.take_decisions() {
+            prices.set(d.cell, d.multiplier.value());
+            taken += 1;
+        }
+        taken
+    }
+
+    /// Decodes and pushes one bucket's records (draining `records`); an
+    /// undecodable one counts as malformed at its offset.
+    fn push(&mut self, records: &mut Vec<SimRecord>) {
+        self.decoded.clear();
+        for r in records.drain(..) {
+            match primetime_proto::decode(r.topic, &r.payload) {
+                Ok(raw) => {
+                    self.decoded
+                        .push((r.partition, r.offset, IngestTime(r.ingest_time_ms), raw))
+                }
+                Err(_) => self.engine.push_malformed(r.partition, r.offset),
+            }
+        }
+        self.outcomes.clear();
+        self.engine.push_batch(
+            self.decoded.iter().map(|(p, o, i, r)| (*p, *o, *i, r)),
+            &mut self.outcomes,
+        );
+    }
 }

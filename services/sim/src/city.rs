@@ -113,6 +113,17 @@ impl City {
             geo,
         };
         let center = LatLng::new(lat0, lng0).ok()?.to_cell(CELL_RES);
+        city.cells = city.covering_cells(center);
+        city.index_cells();
+        city.build_rings();
+        city.hotspots = hotspots(radius_km);
+        Some(city)
+    }
+
+    /// The res-8 cells whose centres lie within the radius (and the centre's
+    /// own cell), sorted: a cell's index in this list is its slot.
+    fn covering_cells(&self, center: CellIndex) -> Vec<u64> {
+        let radius_km = self.radius_km;
         // Res-8 cells are ≥ 0.6 km apart centre to centre, so this disk
         // covers the whole radius.
         let k = (radius_km / 0.6).ceil() as u32 + 2;
@@ -120,7 +131,7 @@ impl City {
             .grid_disk_safe(k)
             .filter(|c| {
                 let ll = LatLng::from(*c);
-                let (x, y) = city.to_km(ll.lat(), ll.lng());
+                let (x, y) = self.to_km(ll.lat(), ll.lng());
                 x * x + y * y <= radius_km * radius_km
             })
             .map(u64::from)
@@ -128,64 +139,49 @@ impl City {
         cells.push(u64::from(center));
         cells.sort_unstable();
         cells.dedup();
-        city.cells = cells;
+        cells
+    }
 
-        let mut regions: Vec<RegionId> = city
+    /// Each cell's region and partition, the sorted regions, and each cell's
+    /// inner disk, from `self.cells`.
+    fn index_cells(&mut self) {
+        let mut regions: Vec<RegionId> = self
             .cells
             .iter()
             .filter_map(|c| CellId::from_u64(*c))
-            .map(|c| geo.region_of(c))
+            .map(|c| self.geo.region_of(c))
             .collect();
         regions.sort_unstable();
         regions.dedup();
-        city.regions = regions;
-        city.cell_partition = city
+        self.regions = regions;
+        self.cell_partition = self
             .cells
             .iter()
-            .map(|c| city.region_partition(*c))
+            .map(|c| self.region_partition(*c))
             .collect();
 
-        city.cell_disk = city.cells.iter().map(|c| city.inner_disk(*c)).collect();
+        self.cell_disk = self.cells.iter().map(|c| self.inner_disk(*c)).collect();
+    }
 
-        city.ring_start.push(0);
+    /// Each cell's dispatch ring: the city's cells within `DISPATCH_K`,
+    /// nearest first, flattened into `ring` with `ring_start` offsets.
+    fn build_rings(&mut self) {
+        self.ring_start.push(0);
         let mut near: Vec<(u8, u64, u32)> = Vec::new();
-        for &c in &city.cells {
+        for &c in &self.cells {
             near.clear();
             let Ok(cell) = CellIndex::try_from(c) else {
                 continue;
             };
             for (n, d) in cell.grid_disk_distances_safe(DISPATCH_K) {
-                if let Some(slot) = city.slot(u64::from(n)) {
+                if let Some(slot) = self.slot(u64::from(n)) {
                     near.push((d as u8, u64::from(n), slot));
                 }
             }
             near.sort_unstable();
-            city.ring.extend(near.iter().map(|(d, _, s)| (*s, *d)));
-            city.ring_start.push(city.ring.len() as u32);
+            self.ring.extend(near.iter().map(|(d, _, s)| (*s, *d)));
+            self.ring_start.push(self.ring.len() as u32);
         }
-
-        for (_, x, y, sigma_km, weight) in HOTSPOTS {
-            if x * x + y * y <= radius_km * radius_km {
-                city.hotspots.push(Hotspot {
-                    x,
-                    y,
-                    sigma_km,
-                    weight,
-                });
-            }
-        }
-        if radius_km >= 3.0 {
-            let (dx, dy) = AIRPORT_DIRECTION;
-            let norm = (dx * dx + dy * dy).sqrt();
-            let r = radius_km - 1.5;
-            city.hotspots.push(Hotspot {
-                x: dx / norm * r,
-                y: dy / norm * r,
-                sigma_km: AIRPORT_SIGMA_KM,
-                weight: AIRPORT_WEIGHT,
-            });
-        }
-        Some(city)
     }
 
     pub fn regions(&self) -> &[RegionId] {
@@ -395,6 +391,34 @@ impl City {
             slot,
         }
     }
+}
+
+/// The fixed hotspots inside the radius, then the airport near the edge of a
+/// city of 3 km or more.
+fn hotspots(radius_km: f64) -> Vec<Hotspot> {
+    let mut hotspots = Vec::new();
+    for (_, x, y, sigma_km, weight) in HOTSPOTS {
+        if x * x + y * y <= radius_km * radius_km {
+            hotspots.push(Hotspot {
+                x,
+                y,
+                sigma_km,
+                weight,
+            });
+        }
+    }
+    if radius_km >= 3.0 {
+        let (dx, dy) = AIRPORT_DIRECTION;
+        let norm = (dx * dx + dy * dy).sqrt();
+        let r = radius_km - 1.5;
+        hotspots.push(Hotspot {
+            x: dx / norm * r,
+            y: dy / norm * r,
+            sigma_km: AIRPORT_SIGMA_KM,
+            weight: AIRPORT_WEIGHT,
+        });
+    }
+    hotspots
 }
 
 #[cfg(test)]

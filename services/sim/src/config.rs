@@ -299,6 +299,13 @@ impl SupplyShock {
 impl MarketConfig {
     /// Every problem, as `market.field: message` lines.
     pub(crate) fn problems(&self, out: &mut Vec<String>) {
+        self.rate_problems(out);
+        self.time_problems(out);
+        self.scenario_problems(out);
+    }
+
+    /// The real-valued behaviour parameters, each against its range.
+    fn rate_problems(&self, out: &mut Vec<String>) {
         let mut bad = |field: &str, msg: String| out.push(format!("market.{field}: {msg}"));
         let in_range = |v: f64, lo: f64, hi: f64| v.is_finite() && (lo..=hi).contains(&v);
         for (name, v, lo, hi) in [
@@ -325,6 +332,11 @@ impl MarketConfig {
                 bad(name, format!("must be in [{lo}, {hi}], got {v}"));
             }
         }
+    }
+
+    /// Rider patience and the driver model's intervals.
+    fn time_problems(&self, out: &mut Vec<String>) {
+        let mut bad = |field: &str, msg: String| out.push(format!("market.{field}: {msg}"));
         if !(0..=3_600_000).contains(&self.patience_min_ms)
             || !(self.patience_min_ms..=3_600_000).contains(&self.patience_max_ms)
         {
@@ -355,6 +367,12 @@ impl MarketConfig {
                 bad(name, format!("must be in [{lo}, {hi}] ms, got {v}"));
             }
         }
+    }
+
+    /// The optional demand peak and supply shock.
+    fn scenario_problems(&self, out: &mut Vec<String>) {
+        let mut bad = |field: &str, msg: String| out.push(format!("market.{field}: {msg}"));
+        let in_range = |v: f64, lo: f64, hi: f64| v.is_finite() && (lo..=hi).contains(&v);
         if let Some(p) = &self.demand_peak {
             if !(0..=365 * 86_400_000).contains(&p.starts_after_ms)
                 || !(1..=86_400_000).contains(&p.duration_ms)
@@ -397,6 +415,19 @@ impl SimConfig {
     /// empty city) are added by [`crate::Simulator::new`].
     pub(crate) fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
+        self.city_problems(&mut out);
+        if let Some(s) = &self.stadium {
+            s.problems(&mut out);
+        }
+        self.noise.problems(&mut out);
+        if let Some(m) = &self.market {
+            m.problems(&mut out);
+        }
+        out
+    }
+
+    /// The start time, the city's geometry, its fleet, demand and partitions.
+    fn city_problems(&self, out: &mut Vec<String>) {
         let mut bad = |field: &str, msg: String| out.push(format!("{field}: {msg}"));
         if !(0..MAX_START_MS).contains(&self.start_ms) {
             bad(
@@ -449,41 +480,54 @@ impl SimConfig {
                 format!("must be in [1, 4096], got {}", self.partitions),
             );
         }
-        if let Some(s) = &self.stadium {
-            if !(s.lat.is_finite() && (-90.0..=90.0).contains(&s.lat)) {
-                bad(
-                    "stadium.lat",
-                    format!("must be in [-90, 90], got {}", s.lat),
-                );
-            }
-            if !(s.lng.is_finite() && (-180.0..=180.0).contains(&s.lng)) {
-                bad(
-                    "stadium.lng",
-                    format!("must be in [-180, 180], got {}", s.lng),
-                );
-            }
-            if !(0..=365 * 86_400_000).contains(&s.starts_after_ms) {
-                bad(
-                    "stadium.starts_after_ms",
-                    format!("must be in [0, 1 year], got {}", s.starts_after_ms),
-                );
-            }
-            if !(1..=86_400_000).contains(&s.duration_ms) {
-                bad(
-                    "stadium.duration_ms",
-                    format!("must be in [1, 86400000] ms, got {}", s.duration_ms),
-                );
-            }
-            if s.riders > 10_000_000 {
-                bad(
-                    "stadium.riders",
-                    format!("must be at most 10000000, got {}", s.riders),
-                );
-            }
+    }
+}
+
+impl StadiumEvent {
+    /// Every problem, as `stadium.field: message` lines.
+    fn problems(&self, out: &mut Vec<String>) {
+        let mut bad = |field: &str, msg: String| out.push(format!("{field}: {msg}"));
+        if !(self.lat.is_finite() && (-90.0..=90.0).contains(&self.lat)) {
+            bad(
+                "stadium.lat",
+                format!("must be in [-90, 90], got {}", self.lat),
+            );
         }
+        if !(self.lng.is_finite() && (-180.0..=180.0).contains(&self.lng)) {
+            bad(
+                "stadium.lng",
+                format!("must be in [-180, 180], got {}", self.lng),
+            );
+        }
+        if !(0..=365 * 86_400_000).contains(&self.starts_after_ms) {
+            bad(
+                "stadium.starts_after_ms",
+                format!("must be in [0, 1 year], got {}", self.starts_after_ms),
+            );
+        }
+        if !(1..=86_400_000).contains(&self.duration_ms) {
+            bad(
+                "stadium.duration_ms",
+                format!("must be in [1, 86400000] ms, got {}", self.duration_ms),
+            );
+        }
+        if self.riders > 10_000_000 {
+            bad(
+                "stadium.riders",
+                format!("must be at most 10000000, got {}", self.riders),
+            );
+        }
+    }
+}
+
+impl Noise {
+    /// Every fault rate that is not a probability, and rates summing past 1
+    /// (each record gets at most one fault).
+    fn problems(&self, out: &mut Vec<String>) {
+        let mut bad = |field: &str, msg: String| out.push(format!("{field}: {msg}"));
         let mut sum = 0.0;
         let mut all_valid = true;
-        for (name, rate) in self.noise.rates() {
+        for (name, rate) in self.rates() {
             if rate.is_finite() && (0.0..=1.0).contains(&rate) {
                 sum += rate;
             } else {
@@ -500,10 +544,6 @@ impl SimConfig {
                 format!("rates must sum to at most 1 (one fault per record), got {sum}"),
             );
         }
-        if let Some(m) = &self.market {
-            m.problems(&mut out);
-        }
-        out
     }
 }
 

@@ -308,6 +308,84 @@ enum Body {
     },
 }
 
+/// The stadium event of `config`, placed in `city`; a stadium outside the
+/// city is listed in `problems` instead.
+fn place_stadium(config: &SimConfig, city: &City, problems: &mut Vec<String>) -> Option<Stadium> {
+    let s = config.stadium.as_ref()?;
+    let (x, y) = city.to_km(s.lat, s.lng);
+    let found = city.spot(x, y).and_then(|spot| {
+        CellId::from_u64(city.cell(spot.slot)).map(|cell| Stadium {
+            spot,
+            cell,
+            start_ms: config.start_ms + s.starts_after_ms,
+            duration_ms: s.duration_ms,
+            riders: s.riders,
+        })
+    });
+    if found.is_none() {
+        problems.push(format!(
+            "stadium: ({}, {}) is outside the city ({} km around ({}, {}))",
+            s.lat, s.lng, config.radius_km, config.center_lat, config.center_lng
+        ));
+    }
+    found
+}
+
+/// The drivers at `config.start_ms`, all available, with the dispatcher's
+/// per-cell view of them and their fixed ping order.
+struct Fleet {
+    drivers: Vec<Driver>,
+    available: Vec<Vec<u32>>,
+    ping_order: Vec<(i64, u32)>,
+}
+
+impl Fleet {
+    /// Places every driver (at a demand hotspot or anywhere in the city),
+    /// drawing from `world_rng` in driver order: the draws are part of the
+    /// simulator's seeded output.
+    fn place(config: &SimConfig, city: &City, world_rng: &mut Rng) -> Self {
+        let n = config.drivers as usize;
+        let mut drivers = Vec::with_capacity(n);
+        let mut available = vec![Vec::new(); city.cell_count()];
+        let mut ping_order = Vec::with_capacity(n);
+        for i in 0..config.drivers {
+            let spot = if world_rng.chance(DRIVERS_AT_HOTSPOTS) {
+                city.demand_spot(world_rng)
+            } else {
+                city.uniform_spot(world_rng)
+            };
+            let speed_mps = world_rng.range_f64(MIN_SPEED_MPS, MAX_SPEED_MPS);
+            drivers.push(Driver {
+                x: spot.x,
+                y: spot.y,
+                slot: spot.slot,
+                heading: world_rng.range_f64(0.0, std::f64::consts::TAU),
+                speed: speed_mps / 1e6,
+                last_ms: config.start_ms,
+                state: DriverState::Available,
+                target: None,
+                next_decision_ms: config.start_ms,
+            });
+            available[spot.slot as usize].push(i);
+            ping_order.push((world_rng.range_i64(0, config.ping_interval_ms - 1), i));
+        }
+        ping_order.sort_unstable();
+        Self {
+            drivers,
+            available,
+            ping_order,
+        }
+    }
+}
+
+/// A record's times after noise: when it says it happened, and when it
+/// reaches the log.
+#[derive(Debug, Clone, Copy)]
+struct RecordTimes {
+    event_ms: i64,
+    ingest_ms: i64,
+}
+
 /// The seeded city simulator. See the crate documentation for the model.
 pub struct Simulator {
     config: SimConfig,
@@ -384,59 +462,17 @@ impl Simulator {
                 config.center_lat, config.center_lng
             )]));
         };
-        let stadium = match &config.stadium {
-            None => None,
-            Some(s) => {
-                let (x, y) = city.to_km(s.lat, s.lng);
-                let found = city.spot(x, y).and_then(|spot| {
-                    CellId::from_u64(city.cell(spot.slot)).map(|cell| Stadium {
-                        spot,
-                        cell,
-                        start_ms: config.start_ms + s.starts_after_ms,
-                        duration_ms: s.duration_ms,
-                        riders: s.riders,
-                    })
-                });
-                if found.is_none() {
-                    problems.push(format!(
-                        "stadium: ({}, {}) is outside the city ({} km around ({}, {}))",
-                        s.lat, s.lng, config.radius_km, config.center_lat, config.center_lng
-                    ));
-                }
-                found
-            }
-        };
+        let stadium = place_stadium(&config, &city, &mut problems);
         if !problems.is_empty() {
             return Err(SimError::Config(problems));
         }
 
         let mut world_rng = Rng::new(config.seed, WORLD_STREAM);
-        let n = config.drivers as usize;
-        let mut drivers = Vec::with_capacity(n);
-        let mut available = vec![Vec::new(); city.cell_count()];
-        let mut ping_order = Vec::with_capacity(n);
-        for i in 0..config.drivers {
-            let spot = if world_rng.chance(DRIVERS_AT_HOTSPOTS) {
-                city.demand_spot(&mut world_rng)
-            } else {
-                city.uniform_spot(&mut world_rng)
-            };
-            let speed_mps = world_rng.range_f64(MIN_SPEED_MPS, MAX_SPEED_MPS);
-            drivers.push(Driver {
-                x: spot.x,
-                y: spot.y,
-                slot: spot.slot,
-                heading: world_rng.range_f64(0.0, std::f64::consts::TAU),
-                speed: speed_mps / 1e6,
-                last_ms: config.start_ms,
-                state: DriverState::Available,
-                target: None,
-                next_decision_ms: config.start_ms,
-            });
-            available[spot.slot as usize].push(i);
-            ping_order.push((world_rng.range_i64(0, config.ping_interval_ms - 1), i));
-        }
-        ping_order.sort_unstable();
+        let Fleet {
+            drivers,
+            available,
+            ping_order,
+        } = Fleet::place(&config, &city, &mut world_rng);
         let p_offline = OFFLINE_PER_MINUTE * config.ping_interval_ms as f64 / 60_000.0;
 
         let mut sim = Self {
@@ -849,62 +885,22 @@ impl Simulator {
                 self.set_available(i, d.x, d.y, d.slot, t);
                 DriverStatus::Available
             }
+            DriverState::OnTrip { to, end_ms, .. } if t >= end_ms => {
+                self.set_available(i, to.x, to.y, to.slot, t);
+                DriverStatus::Available
+            }
             DriverState::OnTrip {
                 from,
                 to,
                 start_ms,
                 end_ms,
             } => {
-                if t >= end_ms {
-                    self.set_available(i, to.x, to.y, to.slot, t);
-                    DriverStatus::Available
-                } else {
-                    let f = (t - start_ms) as f64 / (end_ms - start_ms) as f64;
-                    let x = from.0 + (to.x - from.0) * f;
-                    let y = from.1 + (to.y - from.1) * f;
-                    let spot = self.city.locate(x, y, d.slot);
-                    let partition = match spot {
-                        Some(s) => self.city.partition_of_slot(s.slot),
-                        None => self
-                            .city
-                            .cell_at(x, y)
-                            .map_or(0, |c| self.city.partition_of_cell(u64::from(c))),
-                    };
-                    let dm = &mut self.drivers[i as usize];
-                    dm.x = x;
-                    dm.y = y;
-                    dm.slot = spot.map_or(NO_SLOT, |s| s.slot);
-                    dm.last_ms = t;
-                    self.emit(
-                        t,
-                        partition,
-                        Body::Driver {
-                            driver: i,
-                            x,
-                            y,
-                            status: DriverStatus::OnTrip,
-                        },
-                    );
-                    return;
-                }
+                self.ping_mid_trip(i, t, from, to, start_ms, end_ms);
+                return;
             }
             // Only the closed loop sends drivers en route.
             DriverState::EnRoute { .. } => return,
-            DriverState::Available => {
-                if self.world_rng.chance(self.p_offline) {
-                    let pause = self.world_rng.range_i64(OFFLINE_MIN_MS, OFFLINE_MAX_MS);
-                    self.remove_available(i, d.slot);
-                    let dm = &mut self.drivers[i as usize];
-                    dm.state = DriverState::Offline {
-                        until_ms: t + pause,
-                    };
-                    dm.last_ms = t;
-                    DriverStatus::Offline
-                } else {
-                    self.wander(i, t);
-                    DriverStatus::Available
-                }
-            }
+            DriverState::Available => self.ping_available(i, t),
         };
         let d = &self.drivers[i as usize];
         let (x, y, partition) = (d.x, d.y, self.city.partition_of_slot(d.slot));
@@ -918,6 +914,65 @@ impl Simulator {
                 status,
             },
         );
+    }
+
+    /// A driver on a trip pings from its straight-line position between
+    /// `from` and `to` at `t` within `(start_ms, end_ms)`; off the city's
+    /// cells, the partition of the H3 cell under it (or 0) carries the ping.
+    fn ping_mid_trip(
+        &mut self,
+        i: u32,
+        t: i64,
+        from: (f64, f64),
+        to: Spot,
+        start_ms: i64,
+        end_ms: i64,
+    ) {
+        let old_slot = self.drivers[i as usize].slot;
+        let f = (t - start_ms) as f64 / (end_ms - start_ms) as f64;
+        let x = from.0 + (to.x - from.0) * f;
+        let y = from.1 + (to.y - from.1) * f;
+        let spot = self.city.locate(x, y, old_slot);
+        let partition = match spot {
+            Some(s) => self.city.partition_of_slot(s.slot),
+            None => self
+                .city
+                .cell_at(x, y)
+                .map_or(0, |c| self.city.partition_of_cell(u64::from(c))),
+        };
+        let dm = &mut self.drivers[i as usize];
+        dm.x = x;
+        dm.y = y;
+        dm.slot = spot.map_or(NO_SLOT, |s| s.slot);
+        dm.last_ms = t;
+        self.emit(
+            t,
+            partition,
+            Body::Driver {
+                driver: i,
+                x,
+                y,
+                status: DriverStatus::OnTrip,
+            },
+        );
+    }
+
+    /// An available driver logs off for a while (status offline) or
+    /// wanders on (status available).
+    fn ping_available(&mut self, i: u32, t: i64) -> DriverStatus {
+        if self.world_rng.chance(self.p_offline) {
+            let pause = self.world_rng.range_i64(OFFLINE_MIN_MS, OFFLINE_MAX_MS);
+            self.remove_available(i, self.drivers[i as usize].slot);
+            let dm = &mut self.drivers[i as usize];
+            dm.state = DriverState::Offline {
+                until_ms: t + pause,
+            };
+            dm.last_ms = t;
+            DriverStatus::Offline
+        } else {
+            self.wander(i, t);
+            DriverStatus::Available
+        }
     }
 
     fn set_available(&mut self, i: u32, x: f64, y: f64, slot: u32, t: i64) {
@@ -965,6 +1020,29 @@ impl Simulator {
     fn emit(&mut self, t: i64, partition: u32, body: Body) {
         let seq = self.event_seq;
         self.event_seq += 1;
+        let (label, times) = self.draw_times(t);
+        let (topic, mut payload) = self.encode(seq, times.event_ms, body);
+        let ingest_ms = times.ingest_ms;
+        match label {
+            Label::Malformed => corrupt(&mut payload, &mut self.noise_rng),
+            Label::Duplicate => {
+                let gap = self
+                    .noise_rng
+                    .range_i64(DUPLICATE_GAP_MS.0, DUPLICATE_GAP_MS.1);
+                let copy = payload.clone();
+                self.enqueue(ingest_ms, partition, topic, Label::Clean, payload);
+                self.enqueue(ingest_ms + gap, partition, topic, Label::Duplicate, copy);
+                return;
+            }
+            _ => {}
+        }
+        self.enqueue(ingest_ms, partition, topic, label, payload);
+    }
+
+    /// The network delay (world stream, first) and the record's fault with
+    /// the times it bends (noise stream); the draw order is part of the
+    /// seeded output.
+    fn draw_times(&mut self, t: i64) -> (Label, RecordTimes) {
         let u = self.world_rng.uniform();
         let mut ingest_ms = t + (MIN_DELAY_MS + DELAY_SPAN_MS * u * u) as i64;
         let mut event_ms = t;
@@ -983,11 +1061,22 @@ impl Simulator {
             }
             Label::Clean | Label::Duplicate | Label::Malformed => {}
         }
-        // The ids are lent to the message and taken back after encoding:
-        // no allocation per record but the payload.
+        (
+            label,
+            RecordTimes {
+                event_ms,
+                ingest_ms,
+            },
+        )
+    }
+
+    /// The record's topic and protobuf payload. The ids are lent to the
+    /// message and taken back after encoding: no allocation per record but
+    /// the payload.
+    fn encode(&mut self, seq: u64, event_ms: i64, body: Body) -> (Topic, Vec<u8>) {
         self.write_event_id(seq);
         let event_id = std::mem::take(&mut self.event_id_buf);
-        let (topic, mut payload) = match body {
+        match body {
             Body::Driver {
                 driver,
                 x,
@@ -1027,21 +1116,7 @@ impl Simulator {
                 self.event_id_buf = msg.event_id;
                 (Topic::Demand, payload)
             }
-        };
-        match label {
-            Label::Malformed => corrupt(&mut payload, &mut self.noise_rng),
-            Label::Duplicate => {
-                let gap = self
-                    .noise_rng
-                    .range_i64(DUPLICATE_GAP_MS.0, DUPLICATE_GAP_MS.1);
-                let copy = payload.clone();
-                self.enqueue(ingest_ms, partition, topic, Label::Clean, payload);
-                self.enqueue(ingest_ms + gap, partition, topic, Label::Duplicate, copy);
-                return;
-            }
-            _ => {}
         }
-        self.enqueue(ingest_ms, partition, topic, label, payload);
     }
 
     fn enqueue(
