@@ -62,6 +62,7 @@ cleanup() {
   [ -n "${kafka_dir:-}" ] && rm -rf "$kafka_dir"
 }
 trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { # host port seconds
   python3 - "$@" <<'PY'
 import socket, sys, time
