@@ -59,7 +59,9 @@ cleanup() {
   for pid in "${started_pids[@]:-}"; do
     [ -n "$pid" ] && kill -KILL -- "-$pid" 2>/dev/null || true
   done
-  [ -n "${kafka_dir:-}" ] && rm -rf "$kafka_dir"
+  if [ -n "${kafka_dir:-}" ]; then rm -rf "$kafka_dir"; fi
+  # The EXIT trap's own status would become the script's: keep the tests'.
+  return 0
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
