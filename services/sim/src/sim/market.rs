@@ -630,8 +630,9 @@ impl Simulator {
     }
 
     /// An unavailable driver's position `f` of the way from `from` to `to`,
-    /// pinged as on trip.
-    fn move_along(&mut self, i: u32, from: (f64, f64), to: (f64, f64), f: f64, t: i64) {
+    /// pinged as on trip (open and closed loop alike); off the city's cells,
+    /// the partition of the H3 cell under it (or 0) carries the ping.
+    pub(super) fn move_along(&mut self, i: u32, from: (f64, f64), to: (f64, f64), f: f64, t: i64) {
         let f = f.clamp(0.0, 1.0);
         let x = from.0 + (to.0 - from.0) * f;
         let y = from.1 + (to.1 - from.1) * f;
