@@ -10,7 +10,8 @@
 //! - [`mod@run`]: one run, the lockstep loop ([`run()`]);
 //! - [`metrics`]: one run's outcome metrics;
 //! - [`mod@bench`]: the experiment: seeds, tables, bootstrap, gates, targets;
-//! - [`quality`]: the `QUALITY.md` table.
+//! - [`quality`]: the `QUALITY.md` table;
+//! - [`dataset`]: the closed-loop training set of the model.
 
 //! # Running the closed loop elsewhere (the service's embedded mode)
 //!
@@ -36,6 +37,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bench;
+pub mod dataset;
 pub mod metrics;
 pub mod policy;
 pub mod quality;
@@ -59,4 +61,6 @@ pub enum MarketError {
     OpenLoop,
     #[error("a run's result was lost (a worker thread panicked)")]
     Lost,
+    #[error("the scenario's control was refused: {0}")]
+    Control(#[from] primetime_core::LogError),
 }

@@ -9,6 +9,8 @@
 //!   metrics as JSON.
 //! - `primetime-market speed`: one 2-hour normal day priced by the model,
 //!   on one thread, timed.
+//! - `primetime-market dataset --out FILE`: the closed-loop training set
+//!   of the model ([`primetime_market::dataset`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use primetime_market::bench::{BenchOptions, BenchReport, bench, run_many};
-use primetime_market::metrics::{METRICS, measure};
+use primetime_market::metrics::{METRICS, col, measure};
 use primetime_market::quality::{Provenance, markdown};
 use primetime_market::{PolicyKind, RunSpec, Scenario, Timeline, run};
 
@@ -49,6 +51,21 @@ enum Command {
         #[arg(long, default_value = "embedded")]
         model: PathBuf,
     },
+    /// The closed-loop training set (CSV for models/train/train.py).
+    Dataset {
+        #[arg(long)]
+        out: PathBuf,
+        /// Training seeds per scenario (5 = every behaviour once).
+        #[arg(long, default_value_t = 5)]
+        seeds: u64,
+        /// The current model (behaviours `model` and `explore`).
+        #[arg(long, default_value = "embedded")]
+        model: PathBuf,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long)]
+        short: bool,
+    },
     /// Times one 2-hour normal day priced by the model, on one thread.
     Speed {
         #[arg(long, default_value = "embedded")]
@@ -79,6 +96,10 @@ struct BenchArgs {
     /// run, target/market/QUALITY-short.md with --short).
     #[arg(long)]
     quality: Option<PathBuf>,
+    /// A model card (`models/<version>.card.json`) to record the model's
+    /// benchmark outcomes in, under `market_benchmark`.
+    #[arg(long)]
+    card: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -118,6 +139,38 @@ fn main() -> Result<()> {
             println!("{}", serde_json::to_string_pretty(&obj)?);
             Ok(())
         }
+        Some(Command::Dataset {
+            out,
+            seeds,
+            model,
+            threads,
+            short,
+        }) => {
+            let opts = primetime_market::dataset::DatasetOptions {
+                seeds,
+                scenarios: Scenario::DAYS.to_vec(),
+                timeline: if short {
+                    Timeline::SHORT
+                } else {
+                    Timeline::FULL
+                },
+                threads: threads.unwrap_or_else(cores),
+                model: load(&model)?,
+            };
+            let started = Instant::now();
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let file = std::fs::File::create(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            let (runs, rows) = primetime_market::dataset::write_dataset(&opts, file)?;
+            println!(
+                "wrote {rows} rows of {runs} closed-loop runs to {} in {:.1} s",
+                out.display(),
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
         Some(Command::Speed { model }) => {
             let mut spec = RunSpec::new(
                 Scenario::Normal,
@@ -143,6 +196,10 @@ fn main() -> Result<()> {
     }
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 fn spec_drivers() -> u32 {
     primetime_market::scenario::DRIVER_POOL
 }
@@ -166,6 +223,10 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
     let wall_s = started.elapsed().as_secs_f64();
     print_verdicts(&report);
     let written = write_results(args, &report, opts.threads, wall_s)?;
+    if let Some(card) = &args.card {
+        record_in_card(card, &report, &written.json)?;
+        println!("recorded the outcomes in {}", card.display());
+    }
     println!(
         "{} runs in {wall_s:.1} s on {} threads; wrote {} and {}",
         opts.seeds as usize * opts.scenarios.len() * opts.policies.len(),
@@ -191,9 +252,7 @@ fn bench_options(args: &BenchArgs) -> Result<BenchOptions> {
         Timeline::FULL
     };
     let seeds = args.seeds.unwrap_or(if args.short { 3 } else { 20 });
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = args.threads.unwrap_or_else(cores);
     Ok(BenchOptions {
         seeds,
         tuning_seeds: if args.short { 2 } else { 5 },
@@ -270,6 +329,52 @@ fn write_results(
     });
     write(&quality, &table)?;
     Ok(Written { json, quality })
+}
+
+/// Writes the model's benchmark outcomes into its card: every target's
+/// verdict and, per scenario, the model's mean outcomes (the full table is
+/// in the JSON report the card names).
+fn record_in_card(card: &Path, report: &BenchReport, json: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(card).with_context(|| format!("reading {}", card.display()))?;
+    let mut value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", card.display()))?;
+    let shown = [
+        "fulfilment_requests",
+        "completed",
+        "median_eta_min",
+        "p90_eta_min",
+        "mean_multiplier_paid",
+        "reversals_per_cell_hour",
+        "peak_fulfilment",
+        "spike_p90_eta_min",
+    ];
+    let mut scenarios = serde_json::Map::new();
+    for s in Scenario::ALL {
+        let key = format!("{}/{}", s.name(), PolicyKind::Model.name());
+        if let Some(means) = report.means.get(&key) {
+            let m: serde_json::Map<String, serde_json::Value> = shown
+                .iter()
+                .map(|name| ((*name).to_owned(), serde_json::json!(means[col(name)])))
+                .collect();
+            scenarios.insert(s.name().to_owned(), serde_json::Value::Object(m));
+        }
+    }
+    let passed = report.targets.iter().filter(|t| t.pass).count();
+    let section = serde_json::json!({
+        "command": "cargo run --release -p primetime-market -- --model <this model> --card <this card>",
+        "date": today(),
+        "seeds": report.seeds,
+        "report": json.display().to_string(),
+        "targets_passed": format!("{passed} of {}", report.targets.len()),
+        "targets": report.targets,
+        "model_means": scenarios,
+    });
+    let obj = value
+        .as_object_mut()
+        .context("the card is not a JSON object")?;
+    obj.insert("market_benchmark".to_owned(), section);
+    write(card, &(serde_json::to_string_pretty(&value)? + "\n"))
 }
 
 /// The same runs on 1 and on 2 threads, with 1 and 7 engine shards, give

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::bench::BenchReport;
 use crate::metrics::col;
+use crate::scenario::{EMERGENCY_CAP, Scenario};
 
 /// Metrics shown in the table: (column name, metric, scale, decimals).
 const SHOWN: [(&str, &str, f64, usize); 14] = [
@@ -68,6 +69,7 @@ pub fn markdown(r: &BenchReport, how: &Provenance<'_>) -> String {
     for t in &r.targets {
         let _ = writeln!(s, "| {} | {} | {} |", t.name, t.figure, verdict(t.pass));
     }
+    emergency_cap(&mut s, r);
     s.push_str("\n## Outcomes (means over seeds)\n\n| scenario | policy |");
     for (h, ..) in SHOWN {
         let _ = write!(s, " {h} |");
@@ -94,6 +96,66 @@ pub fn markdown(r: &BenchReport, how: &Provenance<'_>) -> String {
          for, where a multiplier other than 1.0 was in sight.\n",
     );
     s
+}
+
+/// The emergency cap's section: each policy capped at 1.5× for the whole
+/// New Year's Eve peak against itself uncapped (issue 18).
+fn emergency_cap(s: &mut String, r: &BenchReport) {
+    const SHOWN: [(&str, &str, f64); 4] = [
+        ("fulfilment %", "fulfilment_requests", 100.0),
+        ("peak fulfilment %", "peak_fulfilment", 100.0),
+        ("median ETA min", "median_eta_min", 1.0),
+        ("p90 ETA min", "p90_eta_min", 1.0),
+    ];
+    let capped = Scenario::NyeCapped.name();
+    let uncapped = Scenario::NewYearsEve.name();
+    let mut rows = String::new();
+    for (k, mean) in &r.means {
+        let Some(policy) = k.strip_prefix(capped).and_then(|p| p.strip_prefix('/')) else {
+            continue;
+        };
+        let (Some(base), Some(diff)) = (
+            r.means.get(&format!("{uncapped}/{policy}")),
+            r.differences.get(&format!("{k}/uncapped")),
+        ) else {
+            continue;
+        };
+        let _ = write!(rows, "| {policy} |");
+        for (_, metric, scale) in SHOWN {
+            let c = col(metric);
+            let (Some(a), Some(b), Some(d)) = (mean.get(c), base.get(c), diff.get(c)) else {
+                continue;
+            };
+            let _ = write!(
+                rows,
+                " {:.1} vs {:.1} ({:+.1} [{:+.1}, {:+.1}]) |",
+                a * scale,
+                b * scale,
+                d.mean * scale,
+                d.lo * scale,
+                d.hi * scale
+            );
+        }
+        rows.push('\n');
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = write!(
+        s,
+        "\n## Emergency cap: {EMERGENCY_CAP}× over the whole city during New Year's Eve\n\n\
+         Each policy with an operator `Cap` control of {EMERGENCY_CAP}× for the whole peak \
+         (engine-priced policies get it in the engine's control log, as the service applies \
+         it; the others are clipped), against the same policy uncapped: capped vs uncapped \
+         (paired difference [95 % interval]).\n\n| policy |"
+    );
+    for (h, ..) in SHOWN {
+        let _ = write!(s, " {h} |");
+    }
+    s.push_str("\n|---|");
+    s.push_str(&"---|".repeat(SHOWN.len()));
+    s.push('\n');
+    s.push_str(&rows);
 }
 
 fn verdict(pass: bool) -> &'static str {

@@ -13,11 +13,15 @@
 
 use std::sync::Arc;
 
-use primetime_core::{CellId, Config, Engine, IngestTime, RawRecord, Reason};
+use primetime_core::controls::{Action, Area};
+use primetime_core::{
+    CellId, Config, Control, Engine, IngestTime, Multiplier, RawRecord, Reason,
+};
 use primetime_model::OnnxModel;
 use primetime_sim::{MarketLog, SimRecord, Simulator};
 
 use crate::MarketError;
+use crate::dataset::{Behaviour, DatasetRow};
 use crate::policy::{BoxedModel, PolicyKind, engine_pricing};
 use crate::scenario::{Scenario, ScenarioSetup, Timeline, setup};
 
@@ -36,6 +40,11 @@ pub struct RunSpec {
     pub model: Option<Arc<OnnxModel>>,
     /// The engine's configuration (its policy is the guardrails).
     pub engine: Config,
+    /// A training run's behaviour policy instead of `policy`'s pricing
+    /// (the dataset: [`crate::dataset`]).
+    pub behaviour: Option<Behaviour>,
+    /// Record the feature rows and the oracle's target (the dataset).
+    pub record: bool,
 }
 
 impl RunSpec {
@@ -49,6 +58,8 @@ impl RunSpec {
             fixed: 1.0,
             model: None,
             engine: Config::default(),
+            behaviour: None,
+            record: false,
         }
     }
 }
@@ -60,6 +71,8 @@ pub struct RunOutcome {
     pub log: MarketLog,
     /// Price decisions the engine made (0 for policies without it).
     pub decisions: u64,
+    /// The training rows, when the spec asked to record them.
+    pub rows: Vec<DatasetRow>,
 }
 
 /// Prices as the simulator should see them: the policy's, unless the
@@ -90,6 +103,16 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, MarketError> {
     let setup = setup(spec.scenario, spec.seed, spec.timeline);
     let mut sim = Simulator::new(setup.sim.clone())?;
     let mut feed = engine_for(spec, &sim)?.map(EngineFeed::new);
+    if let Some(feed) = feed.as_mut() {
+        if spec.record {
+            feed.engine.record_rows();
+        }
+        if let Some(cap) = setup.emergency_cap {
+            feed.engine
+                .issue_control(emergency_control(cap, sim.cells()), sim.now_ms())?;
+        }
+    }
+    let mut rows = Vec::new();
     let bucket_ms = spec.engine.bucket_ms;
     let start = sim.now_ms();
     let end = start + spec.timeline.total_ms();
@@ -114,6 +137,20 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, MarketError> {
                 prices.set(c, m);
             }
         }
+        if feed.is_none() {
+            // Policies priced without the engine obey the cap by clipping.
+            let capped = setup.emergency_cap.filter(|(a, b, _)| (*a..*b).contains(&t));
+            let ceiling = capped.map_or(f64::INFINITY, |c| c.2);
+            if spec.policy == PolicyKind::BestFixed {
+                for p in &mut prices.published {
+                    p.1 = fixed.min(ceiling);
+                }
+            } else if capped.is_some() {
+                for p in &mut prices.published {
+                    p.1 = p.1.min(ceiling);
+                }
+            }
+        }
         let outage = setup.outage.is_some_and(|(a, b)| (a..b).contains(&t));
         if outage {
             // The outage shows 1.0 everywhere once, when it starts.
@@ -129,7 +166,12 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, MarketError> {
         let next = (t.div_euclid(bucket_ms) + 1) * bucket_ms;
         sim.advance_to(next.min(end), &mut records);
         match feed.as_mut() {
-            Some(feed) => feed.push(&mut records),
+            Some(feed) => {
+                feed.push(&mut records);
+                if spec.record {
+                    record_rows(&mut feed.engine, &sim, spec, &mut rows);
+                }
+            }
             None => records.clear(),
         }
         t = next;
@@ -139,14 +181,60 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, MarketError> {
         setup,
         log,
         decisions,
+        rows,
     })
+}
+
+/// The scenario's emergency cap as an operator control over every city
+/// cell (issue 18's `Cap`).
+fn emergency_control((from, to, cap): (i64, i64, f64), cells: Vec<CellId>) -> Control {
+    Control {
+        area: Area::Cells(cells),
+        action: Action::Cap(Multiplier::from_twentieths((cap * 20.0).round() as u32)),
+        from,
+        to,
+        reason: "declared emergency (market benchmark)".to_owned(),
+        author: "primetime-market".to_owned(),
+    }
+}
+
+/// Takes the rows of the ticks that just fired and gives each the clearing
+/// multiplier of its cell now, when the riders start to see the decision
+/// (rows of cells outside the simulated city have no target: skipped).
+fn record_rows(
+    engine: &mut Engine<BoxedModel>,
+    sim: &Simulator,
+    spec: &RunSpec,
+    rows: &mut Vec<DatasetRow>,
+) {
+    let elasticity = sim.config().market.as_ref().map_or(
+        primetime_sim::DEMAND_ELASTICITY,
+        |m| m.elasticity,
+    );
+    let cap = spec.engine.policy.cap;
+    for (tick, row) in engine.take_rows() {
+        if !sim.in_city(row.cell) {
+            continue;
+        }
+        rows.push(DatasetRow {
+            tick: tick.0,
+            cell: row.cell,
+            features: row.features.to_row(),
+            target: sim.clearing_multiplier_with(row.cell, cap, elasticity),
+        });
+    }
 }
 
 /// The reference engine pricing with the spec's policy, or `None` for the
 /// policies priced without it (the model policy without a model is an
 /// error).
 fn engine_for(spec: &RunSpec, sim: &Simulator) -> Result<Option<Engine<BoxedModel>>, MarketError> {
-    match engine_pricing(spec.policy, spec.engine.policy, spec.model.as_ref()) {
+    let pricing = match (spec.behaviour, spec.model.as_ref()) {
+        (Some(b), Some(model)) => Some(b.pricing(spec.engine.policy, model)),
+        (Some(_), None) => return Err(MarketError::NoModel),
+        (None, _) => engine_pricing(spec.policy, spec.engine.policy, spec.model.as_ref()),
+    };
+    match pricing {
         Some((model, policy)) => {
             let config = Config {
                 policy,

@@ -104,16 +104,24 @@ impl Default for ServiceConfig {
     }
 }
 
-/// The embedded default's city: the closed-loop market with the scripted
-/// stadium crowd two seconds in (so the map shows a surge at once).
+/// The embedded default's city: the market benchmark's calibrated city
+/// (5,000 drivers, 3 rider sessions/s: on a normal day drivers carry a
+/// rider about half their online time and pickups take 2–4 minutes,
+/// `QUALITY.md`'s gates) with its closed loop, and a stadium crowd of
+/// 2,000 riders released over 5 minutes from two seconds in: the map shows
+/// a surge at once, drivers drawn toward it, and the surge fading
+/// (`tests/closed_loop.rs` checks that story).
 fn embedded_sim() -> SimConfig {
     let mut sim = SimConfig {
+        drivers: 5_000,
+        demand_per_s: 3.0,
         market: Some(primetime_sim::MarketConfig::default()),
         ..SimConfig::default()
     };
     if let Some(stadium) = &mut sim.stadium {
         stadium.starts_after_ms = 2_000;
-        stadium.riders = 4_000;
+        stadium.riders = 2_000;
+        stadium.duration_ms = 300_000;
     }
     sim
 }

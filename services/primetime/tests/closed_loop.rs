@@ -122,3 +122,64 @@ fn the_service_loop_equals_the_benchmark_loop() {
         "the service's and the benchmark's loops differ"
     );
 }
+
+/// The embedded default's city (what `cargo run --release` serves): the
+/// stadium crowd surges its cell, drivers are drawn in (the idle drivers
+/// around it rise), and the surge fades back toward 1.0 while the service
+/// keeps running — the story the map tells (issue 15).
+#[test]
+fn the_embedded_city_surges_and_the_surge_fades_as_drivers_arrive() {
+    let sim = ServiceConfig::default().sim;
+    let stadium = sim.stadium.clone().expect("the embedded city has a stadium");
+    let cell = primetime_core::Geo::new(8, 5)
+        .expect("resolutions")
+        .cell_of(stadium.lat, stadium.lng)
+        .expect("the stadium's cell")
+        .to_string();
+    let (_log, decisions) = run_city(sim, 2, 30);
+    // (minute, multiplier, idle drivers in the cell + its ring) per change
+    // of the stadium cell's price.
+    let mut path: Vec<(f64, f64, f64)> = Vec::new();
+    let mut first_tick = None;
+    for d in &decisions {
+        let v: serde_json::Value = serde_json::from_str(d).expect("json");
+        if v["cell"].as_str() != Some(cell.as_str()) {
+            continue;
+        }
+        let tick = v["tick"].as_i64().expect("tick");
+        let t0 = *first_tick.get_or_insert(tick);
+        let f = &v["explanation"]["features"];
+        let idle = f["supply"].as_f64().expect("supply") + f["supply_ring"].as_f64().expect("ring");
+        path.push((
+            (tick - t0) as f64 / 6.0,
+            v["multiplier"].as_f64().expect("multiplier"),
+            idle,
+        ));
+    }
+    eprintln!("stadium cell (minute, multiplier, idle in reach): {path:?}");
+    let peak = path
+        .iter()
+        .position(|p| p.1 >= 2.0)
+        .expect("the crowd surges the stadium cell to 2.0 or more");
+    assert!(path[peak].0 <= 2.0, "the surge shows within 2 minutes: {:?}", path[peak]);
+    let faded = peak
+        + path[peak..]
+            .iter()
+            .position(|p| p.1 <= 1.2)
+            .expect("the surge fades back to 1.2 or less");
+    assert!(path[faded].0 <= 25.0, "faded by minute 25: {:?}", path[faded]);
+    // Drivers arrived: around the fade, more drivers idle in reach than at
+    // the surge's lowest.
+    let lowest = path[peak..faded].iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
+    assert!(
+        path[faded].2 >= lowest + 10.0,
+        "drivers drawn in: {} idle in reach at the fade vs {lowest} during the surge",
+        path[faded].2
+    );
+    // And it stays calm once the crowd is gone.
+    assert!(
+        path[faded..].iter().all(|p| p.1 <= 1.5),
+        "no second surge: {:?}",
+        &path[faded..]
+    );
+}

@@ -444,6 +444,11 @@ impl Simulator {
             .collect()
     }
 
+    /// Whether `cell` is one of the city's res-8 cells.
+    pub fn in_city(&self, cell: CellId) -> bool {
+        self.city.slot(cell.as_u64()).is_some()
+    }
+
     /// Expected ride requests per minute in the cell at `t_ms` at price
     /// 1.0 (before elasticity): baseline sessions × time of day × request
     /// probability × the cell's demand share, plus the stadium's release
