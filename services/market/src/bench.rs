@@ -39,6 +39,9 @@ pub struct BenchOptions {
     /// order, so the output does not depend on this).
     pub threads: usize,
     pub model: Option<Arc<OnnxModel>>,
+    /// A candidate model run beside `model` as [`PolicyKind::Candidate`]
+    /// (the same runs otherwise), with its own target verdicts.
+    pub candidate: Option<Arc<OnnxModel>>,
     pub scenarios: Vec<Scenario>,
     pub policies: Vec<PolicyKind>,
 }
@@ -79,6 +82,8 @@ pub struct BenchReport {
     pub differences: BTreeMap<String, Vec<Interval>>,
     pub gates: Vec<Check>,
     pub targets: Vec<Check>,
+    /// The same targets for the candidate model (empty without one).
+    pub candidate_targets: Vec<Check>,
 }
 
 /// Runs `specs` on `threads` threads; each run's metrics in `specs` order.
@@ -165,12 +170,17 @@ fn tune_fixed(opts: &BenchOptions) -> Result<(f64, Vec<(f64, f64)>), MarketError
 pub fn bench(opts: &BenchOptions) -> Result<BenchReport, MarketError> {
     let (best_fixed, grid) = tune_fixed(opts)?;
     let mut specs = Vec::new();
+    let candidate = opts.candidate.as_ref().map(|_| PolicyKind::Candidate);
     for &s in &opts.scenarios {
-        for &p in &opts.policies {
+        for &p in opts.policies.iter().chain(candidate.iter()) {
             for seed in 1..=opts.seeds {
                 let mut spec = RunSpec::new(s, p, seed, opts.timeline);
                 spec.fixed = best_fixed;
-                spec.model = opts.model.clone();
+                spec.model = if p == PolicyKind::Candidate {
+                    opts.candidate.clone()
+                } else {
+                    opts.model.clone()
+                };
                 specs.push(spec);
             }
         }
@@ -235,7 +245,12 @@ fn report(
         means,
         differences,
         gates: gates(&view),
-        targets: targets(&view),
+        targets: targets(&view, PolicyKind::Model),
+        candidate_targets: if opts.candidate.is_some() {
+            targets(&view, PolicyKind::Candidate)
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -332,13 +347,14 @@ fn gates(v: &View<'_>) -> Vec<Check> {
     ]
 }
 
-/// Issue 15's targets for the model + guardrails.
-fn targets(v: &View<'_>) -> Vec<Check> {
+/// Issue 15's targets for `model` (+ guardrails): [`PolicyKind::Model`]
+/// or [`PolicyKind::Candidate`].
+fn targets(v: &View<'_>, model: PolicyKind) -> Vec<Check> {
     let mut out = Vec::new();
-    peak_targets(v, &mut out);
-    guardrail_targets(v, &mut out);
-    gap_targets(v, &mut out);
-    normal_day_targets(v, &mut out);
+    peak_targets(v, model, &mut out);
+    guardrail_targets(v, model, &mut out);
+    gap_targets(v, model, &mut out);
+    normal_day_targets(v, model, &mut out);
     out
 }
 
@@ -353,31 +369,31 @@ fn pts(i: Interval) -> String {
 }
 
 /// The two peaks (New Year's Eve, the stadium): fulfilment and ETA.
-fn peak_targets(v: &View<'_>, out: &mut Vec<Check>) {
-    use PolicyKind::{Flat, Model, RatioGuardrails};
+fn peak_targets(v: &View<'_>, model: PolicyKind, out: &mut Vec<Check>) {
+    use PolicyKind::{Flat, RatioGuardrails};
     use Scenario::{NewYearsEve, Normal, Stadium};
-    let normal_eta = v.mean(Normal, Model, "median_eta_min");
+    let normal_eta = v.mean(Normal, model, "median_eta_min");
     for s in [NewYearsEve, Stadium] {
         let n = s.name();
         out.push(check(
             format!("{n}: model fulfilment at the peak >= flat + 15 pts"),
-            v.diff(s, Model, Flat, "peak_fulfilment")
+            v.diff(s, model, Flat, "peak_fulfilment")
                 .map(|i| (pts(i), i.mean >= 0.15)),
         ));
         out.push(check(
             format!("{n}: model fulfilment at the peak >= 90 %"),
-            v.mean(s, Model, "peak_fulfilment")
+            v.mean(s, model, "peak_fulfilment")
                 .map(|f| (format!("{:.1} %", 100.0 * f), f >= 0.9)),
         ));
         out.push(check(
             format!("{n}: model median ETA at the peak <= 1.5 x the normal day's"),
-            v.mean(s, Model, "peak_median_eta_min")
+            v.mean(s, model, "peak_median_eta_min")
                 .zip(normal_eta)
                 .map(|(e, n)| (format!("{e:.2} min = {:.2} x", e / n), e <= 1.5 * n)),
         ));
         out.push(check(
             format!("{n}: model p90 ETA in the spike's first 10 min <= 0.9 x ratio+guardrails"),
-            v.mean(s, Model, "spike_p90_eta_min")
+            v.mean(s, model, "spike_p90_eta_min")
                 .zip(v.mean(s, RatioGuardrails, "spike_p90_eta_min"))
                 .map(|(a, b)| (format!("{a:.2} vs {b:.2} min"), a <= 0.9 * b)),
         ));
@@ -386,18 +402,18 @@ fn peak_targets(v: &View<'_>, out: &mut Vec<Check>) {
 
 /// Every scenario: the model's fulfilment and price reversals against
 /// ratio+guardrails'.
-fn guardrail_targets(v: &View<'_>, out: &mut Vec<Check>) {
-    use PolicyKind::{Model, RatioGuardrails};
+fn guardrail_targets(v: &View<'_>, model: PolicyKind, out: &mut Vec<Check>) {
+    use PolicyKind::RatioGuardrails;
     for s in Scenario::DAYS {
         let n = s.name();
         out.push(check(
             format!("{n}: model fulfilment not below ratio+guardrails by > 1 pt (95 % interval)"),
-            v.diff(s, Model, RatioGuardrails, "fulfilment_requests")
+            v.diff(s, model, RatioGuardrails, "fulfilment_requests")
                 .map(|i| (pts(i), i.lo >= -0.01)),
         ));
         out.push(check(
             format!("{n}: model reversals per cell-hour <= half of ratio+guardrails'"),
-            v.mean(s, Model, "reversals_per_cell_hour")
+            v.mean(s, model, "reversals_per_cell_hour")
                 .zip(v.mean(s, RatioGuardrails, "reversals_per_cell_hour"))
                 .map(|(a, b)| (format!("{a:.2} vs {b:.2}"), a <= 0.5 * b)),
         ));
@@ -406,8 +422,8 @@ fn guardrail_targets(v: &View<'_>, out: &mut Vec<Check>) {
 
 /// The stressed scenarios: the share of the completed-trip gap between flat
 /// pricing and the oracle that the model closes.
-fn gap_targets(v: &View<'_>, out: &mut Vec<Check>) {
-    use PolicyKind::{Flat, Model, Oracle};
+fn gap_targets(v: &View<'_>, model: PolicyKind, out: &mut Vec<Check>) {
+    use PolicyKind::{Flat, Oracle};
     use Scenario::{NewYearsEve, Outage, Stadium, SupplyShock};
     for s in [NewYearsEve, Stadium, SupplyShock, Outage] {
         let completed = |p| v.mean(s, p, "completed");
@@ -416,7 +432,7 @@ fn gap_targets(v: &View<'_>, out: &mut Vec<Check>) {
                 "{}: model closes >= 60 % of the completed-trip gap flat -> oracle",
                 s.name()
             ),
-            completed(Model)
+            completed(model)
                 .zip(completed(Flat))
                 .zip(completed(Oracle))
                 .map(|((m, f), o)| {
@@ -437,17 +453,17 @@ fn gap_targets(v: &View<'_>, out: &mut Vec<Check>) {
 
 /// The normal day: the model's mean multiplier paid, and its completed
 /// trips against the best fixed price's.
-fn normal_day_targets(v: &View<'_>, out: &mut Vec<Check>) {
-    use PolicyKind::{BestFixed, Model};
+fn normal_day_targets(v: &View<'_>, model: PolicyKind, out: &mut Vec<Check>) {
+    use PolicyKind::BestFixed;
     use Scenario::Normal;
     out.push(check(
         "normal: model mean multiplier paid <= 1.10",
-        v.mean(Normal, Model, "mean_multiplier_paid")
+        v.mean(Normal, model, "mean_multiplier_paid")
             .map(|m| (format!("{m:.3}"), m <= 1.10)),
     ));
     out.push(check(
         "normal: model completed trips within 1 % of the best fixed price",
-        v.mean(Normal, Model, "completed")
+        v.mean(Normal, model, "completed")
             .zip(v.mean(Normal, BestFixed, "completed"))
             .map(|(m, b)| {
                 let d = (m - b) / b.max(1.0);

@@ -100,6 +100,13 @@ struct BenchArgs {
     /// benchmark outcomes in, under `market_benchmark`.
     #[arg(long)]
     card: Option<PathBuf>,
+    /// A candidate ONNX model, run beside `--model` on the same runs and
+    /// judged by the same targets.
+    #[arg(long)]
+    candidate: Option<PathBuf>,
+    /// The candidate's card, to record its outcomes in.
+    #[arg(long, requires = "candidate")]
+    candidate_card: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -223,9 +230,19 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
     let wall_s = started.elapsed().as_secs_f64();
     print_verdicts(&report);
     let written = write_results(args, &report, opts.threads, wall_s)?;
-    if let Some(card) = &args.card {
-        record_in_card(card, &report, &written.json)?;
-        println!("recorded the outcomes in {}", card.display());
+    let cards = [
+        (&args.card, PolicyKind::Model, &report.targets),
+        (
+            &args.candidate_card,
+            PolicyKind::Candidate,
+            &report.candidate_targets,
+        ),
+    ];
+    for (card, policy, targets) in cards {
+        if let Some(card) = card {
+            record_in_card(card, &report, policy, targets, &written.json)?;
+            println!("recorded {} outcomes in {}", policy.name(), card.display());
+        }
     }
     println!(
         "{} runs in {wall_s:.1} s on {} threads; wrote {} and {}",
@@ -259,6 +276,7 @@ fn bench_options(args: &BenchArgs) -> Result<BenchOptions> {
         timeline,
         threads,
         model: Some(load(&args.model)?),
+        candidate: args.candidate.as_deref().map(load).transpose()?,
         scenarios: Scenario::ALL.to_vec(),
         policies: PolicyKind::ALL.to_vec(),
     })
@@ -273,6 +291,12 @@ fn print_verdicts(report: &BenchReport) {
     println!("targets (model + guardrails):");
     for t in &report.targets {
         println!("  {} {}: {}", verdict(t.pass), t.name, t.figure);
+    }
+    if !report.candidate_targets.is_empty() {
+        println!("targets (candidate + guardrails):");
+        for t in &report.candidate_targets {
+            println!("  {} {}: {}", verdict(t.pass), t.name, t.figure);
+        }
     }
     println!(
         "best fixed multiplier: {} (grid {:?})",
@@ -334,7 +358,13 @@ fn write_results(
 /// Writes the model's benchmark outcomes into its card: every target's
 /// verdict and, per scenario, the model's mean outcomes (the full table is
 /// in the JSON report the card names).
-fn record_in_card(card: &Path, report: &BenchReport, json: &Path) -> Result<()> {
+fn record_in_card(
+    card: &Path,
+    report: &BenchReport,
+    policy: PolicyKind,
+    targets: &[primetime_market::bench::Check],
+    json: &Path,
+) -> Result<()> {
     let text =
         std::fs::read_to_string(card).with_context(|| format!("reading {}", card.display()))?;
     let mut value: serde_json::Value =
@@ -351,7 +381,7 @@ fn record_in_card(card: &Path, report: &BenchReport, json: &Path) -> Result<()> 
     ];
     let mut scenarios = serde_json::Map::new();
     for s in Scenario::ALL {
-        let key = format!("{}/{}", s.name(), PolicyKind::Model.name());
+        let key = format!("{}/{}", s.name(), policy.name());
         if let Some(means) = report.means.get(&key) {
             let m: serde_json::Map<String, serde_json::Value> = shown
                 .iter()
@@ -360,14 +390,15 @@ fn record_in_card(card: &Path, report: &BenchReport, json: &Path) -> Result<()> 
             scenarios.insert(s.name().to_owned(), serde_json::Value::Object(m));
         }
     }
-    let passed = report.targets.iter().filter(|t| t.pass).count();
+    let passed = targets.iter().filter(|t| t.pass).count();
     let section = serde_json::json!({
-        "command": "cargo run --release -p primetime-market -- --model <this model> --card <this card>",
+        "command": "cargo run --release -p primetime-market -- --model M [--candidate C] --card M.card.json [--candidate-card C.card.json]",
+        "policy": policy.name(),
         "date": today(),
         "seeds": report.seeds,
         "report": json.display().to_string(),
-        "targets_passed": format!("{passed} of {}", report.targets.len()),
-        "targets": report.targets,
+        "targets_passed": format!("{passed} of {}", targets.len()),
+        "targets": targets,
         "model_means": scenarios,
     });
     let obj = value

@@ -25,6 +25,9 @@ pub enum PolicyKind {
     RatioGuardrails,
     /// The ONNX model through the same guardrails.
     Model,
+    /// A candidate model through the same guardrails, judged beside
+    /// [`PolicyKind::Model`] (`--candidate`; not in [`PolicyKind::ALL`]).
+    Candidate,
     /// The clearing multiplier from the simulator's true expected demand,
     /// the riders' elasticity and the idle supply, through the same cap:
     /// perfect knowledge ([`primetime_sim::Simulator::oracle_prices`]).
@@ -48,12 +51,16 @@ impl PolicyKind {
             PolicyKind::Ratio => "ratio",
             PolicyKind::RatioGuardrails => "ratio_guardrails",
             PolicyKind::Model => "model_guardrails",
+            PolicyKind::Candidate => "candidate_guardrails",
             PolicyKind::Oracle => "oracle",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.name() == s)
+        Self::ALL
+            .into_iter()
+            .chain([PolicyKind::Candidate])
+            .find(|x| x.name() == s)
     }
 
     /// Whether the policy prices through the engine (and so depends on the
@@ -61,7 +68,10 @@ impl PolicyKind {
     pub fn uses_engine(self) -> bool {
         matches!(
             self,
-            PolicyKind::Ratio | PolicyKind::RatioGuardrails | PolicyKind::Model
+            PolicyKind::Ratio
+                | PolicyKind::RatioGuardrails
+                | PolicyKind::Model
+                | PolicyKind::Candidate
         )
     }
 }
@@ -110,7 +120,7 @@ pub fn engine_pricing(
         PolicyKind::RatioGuardrails => {
             Some((Box::new(FormulaModel::new(defaults.fallback)), defaults))
         }
-        PolicyKind::Model => onnx.map(|m| (Box::new(Arc::clone(m)) as BoxedModel, defaults)),
+        PolicyKind::Model | PolicyKind::Candidate => onnx.map(|m| (Box::new(Arc::clone(m)) as BoxedModel, defaults)),
         PolicyKind::Flat | PolicyKind::BestFixed | PolicyKind::Oracle => None,
     }
 }

@@ -70,6 +70,7 @@ pub fn markdown(r: &BenchReport, how: &Provenance<'_>) -> String {
         let _ = writeln!(s, "| {} | {} | {} |", t.name, t.figure, verdict(t.pass));
     }
     emergency_cap(&mut s, r);
+    candidate_targets(&mut s, r);
     s.push_str("\n## Outcomes (means over seeds)\n\n| scenario | policy |");
     for (h, ..) in SHOWN {
         let _ = write!(s, " {h} |");
@@ -96,6 +97,34 @@ pub fn markdown(r: &BenchReport, how: &Provenance<'_>) -> String {
          for, where a multiplier other than 1.0 was in sight.\n",
     );
     s
+}
+
+/// The candidate model's verdicts beside the model's, when one was run.
+fn candidate_targets(s: &mut String, r: &BenchReport) {
+    if r.candidate_targets.is_empty() {
+        return;
+    }
+    let passed = |c: &[crate::bench::Check]| c.iter().filter(|t| t.pass).count();
+    let _ = write!(
+        s,
+        "\n## Candidate model (`candidate_guardrails`) on the same targets\n\n\
+         The model passes {} and the candidate {} of {} targets.\n\n\
+         | target | model | | candidate | |\n|---|---|---|---|---|\n",
+        passed(&r.targets),
+        passed(&r.candidate_targets),
+        r.targets.len()
+    );
+    for (m, c) in r.targets.iter().zip(&r.candidate_targets) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            m.name,
+            m.figure,
+            verdict(m.pass),
+            c.figure,
+            verdict(c.pass)
+        );
+    }
 }
 
 /// The emergency cap's section: each policy capped at 1.5× for the whole

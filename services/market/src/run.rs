@@ -36,7 +36,7 @@ pub struct RunSpec {
     pub shards: usize,
     /// The multiplier of [`PolicyKind::BestFixed`].
     pub fixed: f64,
-    /// The model of [`PolicyKind::Model`].
+    /// The model of [`PolicyKind::Model`] (or of [`PolicyKind::Candidate`]).
     pub model: Option<Arc<OnnxModel>>,
     /// The engine's configuration (its policy is the guardrails).
     pub engine: Config,
@@ -247,7 +247,9 @@ fn engine_for(spec: &RunSpec, sim: &Simulator) -> Result<Option<Engine<BoxedMode
                 model,
             )?))
         }
-        None if spec.policy == PolicyKind::Model => Err(MarketError::NoModel),
+        None if matches!(spec.policy, PolicyKind::Model | PolicyKind::Candidate) => {
+            Err(MarketError::NoModel)
+        }
         None => Ok(None),
     }
 }
