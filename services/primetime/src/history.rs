@@ -613,7 +613,7 @@ mod tests {
                 tick_end_ms: Tick(tick).end_ms(B),
                 multiplier,
                 model_version: v.into(),
-                explanation: String::new(),
+                ..PriceUpdate::default()
             })
             .chain([PriceUpdate {
                 cell: "nope".into(),

@@ -18,6 +18,7 @@ pub fn price_update(d: &PriceDecision, tick_end_ms: i64) -> v1::PriceUpdate {
         // Serialising a plain struct of numbers, flags and strings cannot
         // fail; an empty explanation would be the visible sign if it did.
         explanation: serde_json::to_string(&d.explanation).unwrap_or_default(),
+        control_ids: d.explanation.controls.iter().map(|c| c.0).collect(),
     }
 }
 
