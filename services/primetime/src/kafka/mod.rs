@@ -18,6 +18,8 @@
 //!   over the cell-stats topic ([`exchange::KafkaExchange`]).
 //! - [`controls`]: the operator-control log on the controls topic
 //!   ([`controls::KafkaControls`]), stamped by the broker's append time.
+//! - [`price_history`]: the price history restored from the prices topic
+//!   at start.
 //!
 //! Topic layout: the two input topics are keyed by region and must have the
 //! same partition count, so that the range assignor hands partition `i` of
@@ -33,6 +35,7 @@ pub mod consumer;
 pub mod controls;
 pub mod exchange;
 pub mod partitioning;
+pub mod price_history;
 pub mod producer;
 pub mod quote_audit;
 
