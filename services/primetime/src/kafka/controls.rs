@@ -204,7 +204,7 @@ impl KafkaControls {
         if partitions != [0] {
             tracing::warn!(topic = %topic, ?partitions, "the controls topic should have one partition; reading partition 0 only");
         }
-        let (low, _) = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10))?;
+        let (low, _) = watermarks_retrying(&consumer, &topic, 0)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&topic, 0, Offset::Offset(low))?;
         consumer.assign(&tpl)?;
@@ -379,6 +379,26 @@ impl Controls for KafkaControls {
 
     fn subscribe(&self) -> Option<watch::Receiver<u64>> {
         Some(self.changed_rx.clone())
+    }
+}
+
+/// A partition's watermarks, retried for up to 30 s: a topic created a
+/// moment ago answers "not leader" while its leader is elected.
+pub(super) fn watermarks_retrying(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), KafkaError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok(w) => return Ok(w),
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(topic, error = %e, "watermarks not ready, retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

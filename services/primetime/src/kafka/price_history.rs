@@ -39,7 +39,7 @@ pub fn restore_history(
     // Per partition: the offset of the last record to read.
     let mut last = std::collections::HashMap::new();
     for p in super::topic_partitions(&consumer, topic)? {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        let (low, high) = super::controls::watermarks_retrying(&consumer, topic, p)?;
         if high > low {
             tpl.add_partition_offset(topic, p, Offset::Beginning)?;
             last.insert(p, high - 1);
