@@ -201,24 +201,35 @@ impl History {
     ) -> RestoreStats {
         let mut stats = RestoreStats::default();
         for u in updates {
-            let cell = u64::from_str_radix(&u.cell, 16)
-                .ok()
-                .and_then(CellId::from_u64);
-            let twentieths = (u.multiplier * 20.0).round();
-            match cell {
-                Some(c) if twentieths.is_finite() && (20.0..=65_535.0).contains(&twentieths) => {
-                    self.record(
-                        c.as_u64(),
-                        Tick(u.tick),
-                        twentieths as u32,
-                        &u.model_version,
-                    );
-                    self.newest.fetch_max(u.tick, Relaxed);
-                    stats.applied += 1;
-                }
-                _ => stats.skipped += 1,
+            match self.restore_one(u) {
+                Some(_) => stats.applied += 1,
+                None => stats.skipped += 1,
             }
         }
+        self.finish_restore(complete_from);
+        stats
+    }
+
+    /// Records one update; its cell, or `None` when it does not parse.
+    fn restore_one(&self, u: &PriceUpdate) -> Option<u64> {
+        let cell = u64::from_str_radix(&u.cell, 16)
+            .ok()
+            .and_then(CellId::from_u64)?;
+        let twentieths = (u.multiplier * 20.0).round();
+        if !(twentieths.is_finite() && (20.0..=65_535.0).contains(&twentieths)) {
+            return None;
+        }
+        self.record(
+            cell.as_u64(),
+            Tick(u.tick),
+            twentieths as u32,
+            &u.model_version,
+        );
+        self.newest.fetch_max(u.tick, Relaxed);
+        Some(cell.as_u64())
+    }
+
+    fn finish_restore(&self, complete_from: Tick) {
         self.covered_from.fetch_min(complete_from.0, Relaxed);
         self.unseen_are_unpriced.store(true, Relaxed);
         let horizon = Tick(
@@ -229,7 +240,24 @@ impl History {
         for shard in 0..SHARDS {
             self.prune_shard(shard, horizon);
         }
-        stats
+    }
+
+    /// Restores from a compacted prices topic (keyed by cell) read from its
+    /// start: feed every update to [`CompactedRestore::add`], then
+    /// [`CompactedRestore::finish`]. Compaction keeps at least the newest
+    /// record of every cell and removes a cell's records oldest first (a
+    /// record goes only when a newer one of its cell exists, and the
+    /// cleaner then removes every older one too), so a cell's history is
+    /// complete from its oldest record still on the topic: earlier times
+    /// answer `Outside` for it, never a guess. A cell with no record was
+    /// never priced (1.0). Updates are consumed one by one, so the topic
+    /// is never held in memory.
+    pub fn restore_compacted(&self) -> CompactedRestore<'_> {
+        CompactedRestore {
+            history: self,
+            oldest: FxHashMap::default(),
+            stats: RestoreStats::default(),
+        }
     }
 
     fn rel(&self, tick: Tick) -> Option<i32> {
@@ -477,6 +505,48 @@ fn insert_change(h: &mut CellHistory, change: Packed, max: usize) {
     }
 }
 
+/// A restore from a compacted topic in progress (see
+/// [`History::restore_compacted`]).
+#[derive(Debug)]
+pub struct CompactedRestore<'h> {
+    history: &'h History,
+    /// Each restored cell's oldest tick: its history is complete from it.
+    oldest: FxHashMap<u64, i64>,
+    stats: RestoreStats,
+}
+
+impl CompactedRestore<'_> {
+    pub fn add(&mut self, u: &PriceUpdate) {
+        match self.history.restore_one(u) {
+            Some(cell) => {
+                self.stats.applied += 1;
+                let t = self.oldest.entry(cell).or_insert(u.tick);
+                *t = (*t).min(u.tick);
+            }
+            None => self.stats.skipped += 1,
+        }
+    }
+
+    /// Answers start at the oldest tick restored (each cell at its own).
+    pub fn finish(self) -> RestoreStats {
+        let h = self.history;
+        let first = self.oldest.values().copied().min().unwrap_or(i64::MAX);
+        h.finish_restore(Tick(first));
+        for (cell, tick) in self.oldest {
+            let Some(rel) = h.rel(Tick(tick)) else {
+                continue;
+            };
+            let Ok(mut shard) = h.shard(cell).write() else {
+                continue;
+            };
+            if let Some(c) = shard.get_mut(&cell) {
+                c.complete_from = c.complete_from.max(rel);
+            }
+        }
+        self.stats
+    }
+}
+
 /// What [`History::restore`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RestoreStats {
@@ -613,7 +683,7 @@ mod tests {
                 tick_end_ms: Tick(tick).end_ms(B),
                 multiplier,
                 model_version: v.into(),
-                explanation: String::new(),
+                ..PriceUpdate::default()
             })
             .chain([PriceUpdate {
                 cell: "nope".into(),
@@ -636,5 +706,45 @@ mod tests {
             assert_eq!(at(&restored, ms), at(&h, ms), "tick {t}");
         }
         assert!(at(&restored, Tick(99).end_ms(B)).is_err());
+    }
+
+    #[test]
+    fn a_compacted_topic_restores_each_cell_from_its_oldest_record() {
+        // Compaction removed the cell's 110 record: its history is known
+        // from 150 on; another cell (a neighbour id) from 120.
+        let other = CELL + (1 << 45);
+        let updates = [(CELL, 180, 1.0), (CELL, 150, 2.0), (other, 120, 1.25)].map(
+            |(c, tick, multiplier)| PriceUpdate {
+                cell: format!("{c:x}"),
+                tick,
+                tick_end_ms: Tick(tick).end_ms(B),
+                multiplier,
+                model_version: "v2".into(),
+                ..PriceUpdate::default()
+            },
+        );
+        let h = History::new(B, &HistoryConfig::default());
+        h.set_unseen_are_unpriced(false);
+        let mut r = h.restore_compacted();
+        for u in &updates {
+            r.add(u);
+        }
+        let stats = r.finish();
+        assert_eq!(stats.applied, 3);
+        h.publish(Tick(200), &[]);
+        assert_eq!(at(&h, Tick(160).end_ms(B)), Ok(Some(40)));
+        assert_eq!(at(&h, Tick(190).end_ms(B)), Ok(Some(20)));
+        // Before the cell's oldest record (the removed 1.5): not a guess.
+        assert!(matches!(
+            at(&h, Tick(130).end_ms(B)),
+            Err(HistoryError::Outside { retained_from_ms: Some(ms) }) if ms == Tick(150).end_ms(B)
+        ));
+        // Before anything restored: outside for every cell.
+        assert!(at(&h, Tick(110).end_ms(B)).is_err());
+        // A cell never on the topic was never priced.
+        let never = CellId::from_u64(other + (1 << 45));
+        if let Some(n) = never {
+            assert_eq!(h.at(n, Tick(160).end_ms(B)).map(|c| c.is_none()), Ok(true));
+        }
     }
 }

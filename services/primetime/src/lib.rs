@@ -5,14 +5,15 @@
 //! - [`auth`]: API keys (hashed, scoped) and per-key rate limits;
 //! - [`cli`]: the command line (`serve`, `simulate`, `replay`);
 //! - [`config`]: typed configuration from flags, environment and file;
-//! - [`controls`]: the embedded operator-control log (DESIGN §6a);
+//! - [`controls`]: the operator-control log as HTTP and the clock see it
+//!   (the `Controls` seam) and the embedded in-memory log (DESIGN §6a);
 //! - [`pipeline`]: source thread → shard actors → tick clock, and the
 //!   traits adapters plug into (it imports no adapter);
 //! - [`sinks`]: the `Sink` trait, its contract, and every sink (table,
 //!   Kafka, Redis, JSON lines);
 //! - [`inputs`]: pipeline inputs (embedded simulator, event log);
 //! - [`kafka`]: Kafka source, partitioning, producers, dead letters,
-//!   boundary exchange;
+//!   boundary exchange, the control log, the price history's restore;
 //! - [`redis`]: the Redis price table (newest tick wins) and snapshots;
 //! - [`recovery`]: epoch plans (restore, rewind) and the snapshot codec;
 //! - [`serve`]: the wiring of `serve` (embedded or Kafka epochs, HTTP);

@@ -18,6 +18,7 @@ pub fn price_update(d: &PriceDecision, tick_end_ms: i64) -> v1::PriceUpdate {
         // Serialising a plain struct of numbers, flags and strings cannot
         // fail; an empty explanation would be the visible sign if it did.
         explanation: serde_json::to_string(&d.explanation).unwrap_or_default(),
+        control_ids: d.explanation.controls.iter().map(|c| c.0).collect(),
     }
 }
 
@@ -60,5 +61,33 @@ mod tests {
         let mut bad = cell_summary(cell, &s);
         bad.cell = 1;
         assert_eq!(summary_of(&bad), None);
+    }
+
+    #[test]
+    fn an_update_names_the_controls_that_decided_it() {
+        use prost::Message as _;
+        let cell = CellId::from_u64(0x0882_8308_2adf_ffff).expect("an H3 cell");
+        let d = PriceDecision {
+            cell,
+            tick: primetime_core::Tick(7),
+            multiplier: Multiplier::from_twentieths(22),
+            model_version: "v".into(),
+            explanation: primetime_core::Explanation {
+                features: Default::default(),
+                raw: 2.0,
+                fallback: false,
+                previous: Multiplier::ONE,
+                guardrails: Vec::new(),
+                controls: vec![primetime_core::ControlId(1)],
+            },
+        };
+        let u = price_update(&d, 80_000);
+        assert!(
+            u.explanation.contains(r#""controls":[1]"#),
+            "{}",
+            u.explanation
+        );
+        let back = v1::PriceUpdate::decode(u.encode_to_vec().as_slice()).expect("decodes");
+        assert_eq!(back.control_ids, [1]);
     }
 }

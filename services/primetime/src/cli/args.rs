@@ -135,6 +135,11 @@ pub(super) struct ReplayArgs {
     /// TOML configuration file.
     #[arg(long, env = "PRIMETIME_CONFIG")]
     pub(super) config: Option<PathBuf>,
+    /// Operator controls to apply: the control log as JSON lines of
+    /// stamped records (`GET /v1/controls/log`); each applies from the
+    /// tick it is stamped with, as it did live.
+    #[arg(long)]
+    pub(super) controls: Option<PathBuf>,
 }
 
 pub(super) fn parse<T: std::str::FromStr>(

@@ -85,7 +85,44 @@ fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
         ..Overrides::default()
     };
     let config = load(args.config.as_ref(), overrides, problems)?;
-    let summary = crate::replay::replay(&config, &args.input, &args.out)?;
+    let summary = match &args.controls {
+        None => crate::replay::replay(&config, &args.input, &args.out)?,
+        Some(path) => replay_with_controls(&config, args, path)?,
+    };
     eprintln!("{summary}");
     Ok(())
+}
+
+/// `replay --controls`: the same replay, each tick priced under the
+/// control log's set for it (the records' stamps, never the replay's
+/// time), so decisions equal the live ones byte for byte.
+fn replay_with_controls(
+    config: &crate::config::ServiceConfig,
+    args: &ReplayArgs,
+    path: &std::path::Path,
+) -> anyhow::Result<crate::replay::ReplaySummary> {
+    use std::io::BufWriter;
+    use std::sync::Arc;
+
+    use anyhow::Context as _;
+
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let records = crate::controls::read_records(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let log = crate::controls::ControlLog::from_records(config.core.bucket_ms, records)
+        .with_context(|| format!("{}: the control log does not apply", path.display()))?;
+    let input = crate::inputs::LogInput::open(&args.input)?;
+    let out = &args.out;
+    let file =
+        std::fs::File::create(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let sink = crate::replay::JsonlSink::new(BufWriter::with_capacity(1 << 20, file))
+        .context("starting the decisions writer")?;
+    let model = crate::model::choose(&config.model, config.core.policy.fallback).model;
+    let options = crate::pipeline::PipelineOptions {
+        ingest_workers: config.ingest_workers,
+        controls: Some(Arc::new(log)),
+        ..crate::pipeline::PipelineOptions::sized(config.shards, config.mailbox, config.batch_size)
+    };
+    crate::replay::run_with_options(config, options, input, sink, model)
 }

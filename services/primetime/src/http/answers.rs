@@ -32,6 +32,11 @@ pub struct PriceAnswer<'a> {
     /// in force at it and `stale` is `false` (the past does not go stale).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub at: Option<i64>,
+    /// The operator controls (ids, `GET /v1/controls`) that decided this
+    /// multiplier; absent when none changed it (and for `at=` answers,
+    /// whose history keeps only the multiplier).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub controls: Vec<u64>,
 }
 
 /// A cell's price with its centre and the decision's explanation.

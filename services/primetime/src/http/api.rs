@@ -42,13 +42,27 @@ pub(super) fn status(state: &AppState) -> Status {
 }
 
 fn answer_found<'a>(cell: CellId, found: &'a Found, s: &'a Status) -> PriceAnswer<'a> {
-    let (multiplier, since_tick, model_version) = match &found.decision {
+    let (multiplier, since_tick, model_version, controls) = match &found.decision {
         Some(Decision::Table(p)) => (
             p.decision.multiplier.value(),
             p.decision.tick,
             p.decision.model_version.as_ref(),
+            p.decision
+                .explanation
+                .controls
+                .iter()
+                .map(|c| c.0)
+                .collect(),
         ),
-        Some(Decision::Shared(d)) => (d.multiplier, d.tick, d.model_version.as_str()),
+        Some(Decision::Shared(d)) => (
+            d.multiplier,
+            d.tick,
+            d.model_version.as_str(),
+            d.explanation["controls"]
+                .as_array()
+                .map(|ids| ids.iter().filter_map(serde_json::Value::as_u64).collect())
+                .unwrap_or_default(),
+        ),
         None => {
             return PriceAnswer {
                 cell,
@@ -59,6 +73,7 @@ fn answer_found<'a>(cell: CellId, found: &'a Found, s: &'a Status) -> PriceAnswe
                 model_version: s.model_version.as_str(),
                 stale: s.stale || found.degraded,
                 at: None,
+                controls: Vec::new(),
             };
         }
     };
@@ -71,6 +86,7 @@ fn answer_found<'a>(cell: CellId, found: &'a Found, s: &'a Status) -> PriceAnswe
         model_version,
         stale: s.stale || found.degraded,
         at: None,
+        controls,
     }
 }
 

@@ -1,9 +1,18 @@
 //! The operator-control routes (admin scope, issue 18): `POST
 //! /v1/controls` appends a control to the log, `GET /v1/controls` lists
 //! the log (optionally only what is in force at `active_at`), `DELETE
-//! /v1/controls/{id}` appends a revocation. The log is
-//! [`crate::controls::ControlLog`], registered as app data by the wiring;
-//! without it these routes answer 404.
+//! /v1/controls/{id}` appends a revocation, `GET /v1/controls/log` gives
+//! the stamped records as JSON lines (the audit trail, and `replay
+//! --controls`' input). The log is a [`crate::controls::Controls`] (the
+//! in-memory log, or Kafka's controls topic), registered as app data by
+//! the wiring; without it these routes answer 404.
+//!
+//! In Kafka mode an append answers once the broker acknowledged the record
+//! and this instance read it back (normally milliseconds): 201 with the
+//! control, its id and its first tick. If the read-back takes longer than
+//! a few seconds the answer is 202 with the record's offset (and its tick
+//! when the broker's append time is known); `GET /v1/controls` shows it
+//! once read.
 //!
 //! Who may call them: with API keys configured, a key with the `admin`
 //! scope; with none (the embedded default) only a peer on the loopback
@@ -22,7 +31,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::answers::ErrorBody;
 use super::api::read_body;
 use super::{ApiError, AppState, Scope};
-use crate::controls::ControlLog;
+use crate::controls::{AppendError, Appended, Controls};
 
 /// The body of `POST /v1/controls`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -106,13 +115,13 @@ pub struct RevokeQuery {
 
 /// The admin check: a key with the `admin` scope, or, with no keys
 /// configured, a loopback peer; then the log, if the wiring has one.
-fn admin<'a>(req: &'a HttpRequest, state: &AppState) -> Result<&'a Arc<ControlLog>, ApiError> {
+fn admin<'a>(req: &'a HttpRequest, state: &AppState) -> Result<&'a Arc<dyn Controls>, ApiError> {
     if state.auth.enabled() {
         state.authorize(req, Scope::Admin)?;
     } else if !req.peer_addr().is_some_and(|a| a.ip().is_loopback()) {
         return Err(ApiError::InsufficientScope("admin"));
     }
-    req.app_data::<web::Data<Arc<ControlLog>>>()
+    req.app_data::<web::Data<Arc<dyn Controls>>>()
         .map(|d| d.get_ref())
         .ok_or_else(|| ApiError::NotFound("operator controls are not enabled".to_owned()))
 }
@@ -167,12 +176,47 @@ fn answer(e: &Entry) -> ControlAnswer {
     }
 }
 
-fn log_error(e: LogError) -> ApiError {
+fn log_error(e: AppendError) -> ApiError {
     match e {
-        LogError::Unknown(id) => ApiError::NotFound(format!("no control {id}")),
-        LogError::Ended(_) => ApiError::field("to", e.to_string()),
-        other => ApiError::field("id", other.to_string()),
+        AppendError::Refused(LogError::Unknown(id)) => {
+            ApiError::NotFound(format!("no control {id}"))
+        }
+        AppendError::Refused(e @ LogError::Ended(_)) => ApiError::field("to", e.to_string()),
+        AppendError::Refused(other) => ApiError::field("id", other.to_string()),
+        AppendError::Unavailable(m) => ApiError::Unavailable(m),
     }
+}
+
+/// The answer to an append: the control (201 for an issue, 200 for a
+/// revocation), or 202 with where the record is while not yet read back.
+fn appended(log: &dyn Controls, a: Appended, created: bool) -> Result<HttpResponse, ApiError> {
+    let record = match a {
+        Appended::Applied(r) => r,
+        Appended::Pending { offset, tick } => {
+            return Ok(HttpResponse::Accepted().json(PendingAnswer {
+                offset,
+                tick: tick.map(|t| t.0),
+            }));
+        }
+    };
+    let set = log.snapshot();
+    let entry = set
+        .get(record.id())
+        .ok_or_else(|| ApiError::NotFound(format!("no control {}", record.id())))?;
+    Ok(match created {
+        true => HttpResponse::Created().json(answer(entry)),
+        false => HttpResponse::Ok().json(answer(entry)),
+    })
+}
+
+/// A record the log acknowledged but this instance has not read back yet
+/// (Kafka mode; see the module doc).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PendingAnswer {
+    /// Its offset in the controls topic.
+    pub offset: i64,
+    /// The tick it applies from, when the broker's append time is known.
+    pub tick: Option<i64>,
 }
 
 /// Issues an operator control (admin).
@@ -180,6 +224,7 @@ fn log_error(e: LogError) -> ApiError {
     request_body(content = ControlBody, content_type = "application/json"),
     responses(
         (status = 201, description = "The control, with its id and first tick", body = ControlAnswer),
+        (status = 202, description = "Recorded (Kafka mode) but not yet read back", body = PendingAnswer),
         (status = 400, description = "Invalid JSON or an invalid field (named); nothing was applied", body = ErrorBody),
         (status = 403, description = "Not an admin (no keys configured: not a loopback peer)", body = ErrorBody),
         (status = 413, description = "Body above `max_body_bytes`", body = ErrorBody),
@@ -214,12 +259,8 @@ pub async fn issue(
         let first = e.0.first().map_or("body", |f| f.field.as_str()).to_owned();
         ApiError::field(first, e.to_string())
     })?;
-    let record = log.issue(control, wall).map_err(log_error)?;
-    let set = log.snapshot();
-    let entry = set
-        .get(record.id())
-        .ok_or_else(|| ApiError::NotFound(format!("no control {}", record.id())))?;
-    Ok(HttpResponse::Created().json(answer(entry)))
+    let a = log.issue(control, wall).await.map_err(log_error)?;
+    appended(log.as_ref(), a, true)
 }
 
 /// The control log (admin): every control with who, why and when, or only
@@ -253,6 +294,7 @@ pub async fn list(
         (status = 400, description = "Invalid id, or already revoked", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 404, description = "No such control", body = ErrorBody),
+        (status = 503, description = "The log cannot be written now (Kafka)", body = ErrorBody),
     ))]
 pub async fn revoke(
     req: HttpRequest,
@@ -271,11 +313,41 @@ pub async fn revoke(
     };
     let wall = (state.now_ms)();
     let (author, reason) = (text(query.0.author, "api"), text(query.0.reason, "revoked"));
-    log.revoke(ControlId(id), wall, author, reason)
+    // Checked here first so that an unknown or revoked id writes nothing
+    // to a shared log; the log checks again in its own order.
+    match log.snapshot().get(ControlId(id)) {
+        None => return Err(ApiError::NotFound(format!("no control {id}"))),
+        Some(e) if e.revoked_from.is_some() => {
+            return Err(log_error(LogError::AlreadyRevoked(ControlId(id)).into()));
+        }
+        Some(_) => {}
+    }
+    let a = log
+        .revoke(ControlId(id), wall, author, reason)
+        .await
         .map_err(log_error)?;
+    appended(log.as_ref(), a, false)
+}
+
+/// The control log's stamped records, oldest first, as JSON lines (admin):
+/// the audit trail, and what `primetime replay --controls` reads.
+#[utoipa::path(get, path = "/v1/controls/log",
+    responses(
+        (status = 200, description = "One control record per line", content_type = "application/x-ndjson", body = String),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+    ))]
+pub async fn log(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let log = admin(&req, &state)?;
     let set = log.snapshot();
-    let entry = set
-        .get(ControlId(id))
-        .ok_or_else(|| ApiError::NotFound(format!("no control {id}")))?;
-    Ok(HttpResponse::Ok().json(answer(entry)))
+    let mut out = String::new();
+    for r in set.records() {
+        // A record of numbers and strings always serialises.
+        if let Ok(line) = serde_json::to_string(r) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .body(out))
 }

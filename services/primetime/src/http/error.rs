@@ -66,6 +66,10 @@ pub enum ApiError {
     /// The key's token bucket is empty.
     #[error("rate limit exceeded; retry after {retry_after_s} s")]
     RateLimited { retry_after_s: u64 },
+    /// A backing log (Kafka's control topic) cannot be written now;
+    /// nothing was recorded.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -93,6 +97,7 @@ impl ApiError {
             Self::InvalidKey => "invalid_api_key",
             Self::InsufficientScope(_) => "insufficient_scope",
             Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable(_) => "unavailable",
         }
     }
 
@@ -112,7 +117,10 @@ impl ApiError {
     /// An expired quote never becomes valid again (the 409 carries a fresh
     /// one to redeem instead).
     fn retryable(&self) -> bool {
-        matches!(self, Self::NotYetKnown { .. } | Self::RateLimited { .. })
+        matches!(
+            self,
+            Self::NotYetKnown { .. } | Self::RateLimited { .. } | Self::Unavailable(_)
+        )
     }
 }
 
@@ -133,6 +141,7 @@ impl ResponseError for ApiError {
             Self::MissingKey | Self::InvalidKey => StatusCode::UNAUTHORIZED,
             Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

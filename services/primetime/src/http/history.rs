@@ -56,6 +56,7 @@ pub(super) fn price_at(state: &AppState, cell: CellId, at: i64) -> Result<HttpRe
         model_version,
         stale: false,
         at: Some(at),
+        controls: Vec::new(),
     }))
 }
 

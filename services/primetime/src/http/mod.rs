@@ -127,6 +127,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
                 .route(web::post().to(controls::issue))
                 .default_service(web::to(not_allowed("GET, POST"))),
         )
+        .service(only_get("/v1/controls/log", controls::log))
         .service(
             web::resource("/v1/controls/{id}")
                 .route(web::delete().to(controls::revoke))
@@ -141,7 +142,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: AppState) {
 
 /// Serves the operator-control routes from `log` (without it they answer
 /// 404). Call on the same app as [`configure`].
-pub fn configure_controls(cfg: &mut web::ServiceConfig, log: Arc<crate::controls::ControlLog>) {
+pub fn configure_controls(cfg: &mut web::ServiceConfig, log: Arc<dyn crate::controls::Controls>) {
     cfg.app_data(web::Data::new(log));
 }
 

@@ -29,6 +29,7 @@ use super::{api, controls, history, quotes};
         api::service_status,
         controls::issue,
         controls::list,
+        controls::log,
         controls::revoke,
         api::healthz,
         api::readyz,

@@ -16,6 +16,10 @@
 //!   [`crate::cli::publish`].
 //! - [`exchange`]: boundary-cell stats between instances of one group
 //!   over the cell-stats topic ([`exchange::KafkaExchange`]).
+//! - [`controls`]: the operator-control log on the controls topic
+//!   ([`controls::KafkaControls`]), stamped by the broker's append time.
+//! - [`price_history`]: the price history restored from the prices topic
+//!   at start.
 //!
 //! Topic layout: the two input topics are keyed by region and must have the
 //! same partition count, so that the range assignor hands partition `i` of
@@ -28,8 +32,10 @@
 //! locations first ([`PartitionMap`]).
 
 pub mod consumer;
+pub mod controls;
 pub mod exchange;
 pub mod partitioning;
+pub mod price_history;
 pub mod producer;
 pub mod quote_audit;
 
@@ -57,6 +63,9 @@ pub struct Topics {
     pub cell_stats: String,
     /// The quotes' audit trail (issued and redeemed quotes, JSON).
     pub quotes: String,
+    /// The operator-control log (one partition, `LogAppendTime`, kept
+    /// forever: control ids are positions in it).
+    pub controls: String,
 }
 
 impl Default for Topics {
@@ -68,6 +77,7 @@ impl Default for Topics {
             dlq: "primetime.dlq.v1".to_owned(),
             cell_stats: "primetime.cell-stats.v1".to_owned(),
             quotes: "primetime.quotes.v1".to_owned(),
+            controls: "primetime.controls.v1".to_owned(),
         }
     }
 }
@@ -104,6 +114,11 @@ pub struct KafkaConfig {
     pub channel_batches: usize,
     /// Extra librdkafka properties for every client (e.g. security).
     pub client: BTreeMap<String, String>,
+    /// How far the broker's clock may lag this host's (plus replication
+    /// delay): a tick ending at `E` fires only once the controls topic was
+    /// read to a high watermark fetched after `E + controls_skew_ms`
+    /// (see [`controls`]).
+    pub controls_skew_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -121,6 +136,7 @@ impl Default for KafkaConfig {
             instance_id: String::new(),
             channel_batches: 16,
             client: BTreeMap::new(),
+            controls_skew_ms: 2_000,
         }
     }
 }
@@ -147,6 +163,7 @@ impl KafkaConfig {
             ("dlq", &t.dlq),
             ("cell_stats", &t.cell_stats),
             ("quotes", &t.quotes),
+            ("controls", &t.controls),
         ] {
             if v.trim().is_empty() {
                 p.push(format!("kafka.topics.{name}: must not be empty"));
@@ -171,6 +188,12 @@ impl KafkaConfig {
             p.push(format!(
                 "kafka.session_timeout_ms: must be at least 1000, got {}",
                 self.session_timeout_ms
+            ));
+        }
+        if self.controls_skew_ms > 600_000 {
+            p.push(format!(
+                "kafka.controls_skew_ms: at most 600000, got {}",
+                self.controls_skew_ms
             ));
         }
         if self.channel_batches == 0 {
@@ -219,8 +242,9 @@ pub enum KafkaError {
 }
 
 /// Creates the topics that do not exist yet: inputs and dead letters with
-/// `input_partitions`, prices compacted with `prices_partitions`. Existing
-/// topics are left as they are.
+/// `input_partitions`, prices compacted with `prices_partitions`, the
+/// one-partition cell-stats and controls topics. Existing topics are left
+/// as they are.
 pub fn create_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
     let t = &config.topics;
@@ -237,6 +261,13 @@ pub fn create_topics(config: &KafkaConfig) -> Result<(), KafkaError> {
             .set("retention.ms", "3600000"),
         // An audit trail: kept by the broker's retention, never compacted.
         NewTopic::new(&t.quotes, config.input_partitions, repl()).set("cleanup.policy", "delete"),
+        // The control log: one partition (one order for every instance),
+        // the broker's append time (non-decreasing, one clock: the stamp
+        // of every record), never deleted (ids are positions in it).
+        NewTopic::new(&t.controls, 1, repl())
+            .set("cleanup.policy", "delete")
+            .set("retention.ms", "-1")
+            .set("message.timestamp.type", "LogAppendTime"),
     ];
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -43,7 +43,7 @@ pub(super) struct Clock<S> {
     /// Ticks before this fire (rebuilding state) but are not published.
     publish_from: Option<Tick>,
     lockstep: Option<Arc<Lockstep>>,
-    controls: Option<Arc<crate::controls::ControlLog>>,
+    controls: Option<Arc<dyn crate::controls::Controls>>,
 }
 
 /// The clock's side of consistent snapshots: when to cut, and the channel
@@ -68,8 +68,9 @@ pub(super) struct ClockOptions {
     /// each settled watermark.
     pub lockstep: Option<Arc<Lockstep>>,
     /// Operator controls: the set for each tick is taken just before it
-    /// fires (which also stamps later records after it).
-    pub controls: Option<Arc<crate::controls::ControlLog>>,
+    /// fires (which also stamps later records after it); a tick waits
+    /// until the log can answer for it.
+    pub controls: Option<Arc<dyn crate::controls::Controls>>,
 }
 
 /// Where a restored clock starts: after `tick`, with the boundary
@@ -128,10 +129,14 @@ impl<S: Sink> Clock<S> {
         mut progress_rx: watch::Receiver<Progress>,
     ) -> anyhow::Result<ClockSummary> {
         let mut stats_rx = self.exchange.as_ref().map(|x| x.subscribe());
+        let mut controls_rx = self.controls.as_ref().and_then(|c| c.subscribe());
         self.publish_restored();
         loop {
             let progress = *progress_rx.borrow_and_update();
             if let Some(rx) = &mut stats_rx {
+                rx.borrow_and_update();
+            }
+            if let Some(rx) = &mut controls_rx {
                 rx.borrow_and_update();
             }
             self.fire_ready(progress).await?;
@@ -147,13 +152,12 @@ impl<S: Sink> Clock<S> {
                 );
                 return Ok(self.summary);
             }
-            let stopped = match &mut stats_rx {
-                Some(rx) => tokio::select! {
-                    r = progress_rx.changed() => r.is_err(),
-                    // Other instances' stats: a waiting tick may be ready.
-                    _ = rx.changed() => false,
-                },
-                None => progress_rx.changed().await.is_err(),
+            let stopped = tokio::select! {
+                r = progress_rx.changed() => r.is_err(),
+                // Other instances' stats: a waiting tick may be ready.
+                _ = changed(&mut stats_rx) => false,
+                // The control log read further: a waiting tick may be ready.
+                _ = changed(&mut controls_rx) => false,
             };
             if stopped {
                 // The source stopped without reporting the end (it failed,
@@ -208,7 +212,17 @@ impl<S: Sink> Clock<S> {
                 },
                 None => Vec::new(),
             };
-            self.fire(k, foreign).await?;
+            let controls = match &self.controls {
+                Some(log) => match log.for_tick(k) {
+                    Some(set) => Some(set),
+                    None => {
+                        tracing::debug!(tick = k.0, "waiting for the control log");
+                        break;
+                    }
+                },
+                None => None,
+            };
+            self.fire(k, foreign, controls).await?;
             self.next_tick = Some(k.next());
             self.snapshot(k).await;
             if self.active_cells == 0 {
@@ -282,7 +296,12 @@ impl<S: Sink> Clock<S> {
         });
     }
 
-    async fn fire(&mut self, tick: Tick, foreign: Vec<(CellId, Summary)>) -> anyhow::Result<()> {
+    async fn fire(
+        &mut self,
+        tick: Tick,
+        foreign: Vec<(CellId, Summary)>,
+        controls: Option<Arc<primetime_core::ControlSet>>,
+    ) -> anyhow::Result<()> {
         let started = Instant::now();
         let view = if foreign.is_empty() {
             Arc::clone(&self.boundary)
@@ -291,7 +310,6 @@ impl<S: Sink> Clock<S> {
             view.summaries.extend(foreign);
             Arc::new(view)
         };
-        let controls = self.controls.as_ref().map(|log| log.for_tick(tick));
         let requests = self.shards.iter().map(|s| {
             s.send(FireTick {
                 tick,
@@ -359,5 +377,18 @@ impl<S: Sink> Clock<S> {
             "tick fired"
         );
         Ok(())
+    }
+}
+
+/// Resolves when `rx` changes; never when there is none, or once its
+/// sender is gone (nothing more can change).
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }

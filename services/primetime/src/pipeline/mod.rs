@@ -83,7 +83,7 @@ pub struct PipelineOptions {
     /// A closed-loop input waits on this for each round's decisions.
     pub lockstep: Option<Arc<Lockstep>>,
     /// Operator controls: each tick prices under the log's set for it.
-    pub controls: Option<Arc<crate::controls::ControlLog>>,
+    pub controls: Option<Arc<dyn crate::controls::Controls>>,
 }
 
 impl PipelineOptions {

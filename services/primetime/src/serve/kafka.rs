@@ -35,6 +35,7 @@ struct Clients {
 pub(super) async fn run(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
     let store = start_redis(&config, &parts)?;
     let clients = start_clients(&config, &parts, store).await?;
+    restore_history(&config, &parts);
     let sink = clients
         .publisher
         .sink()
@@ -82,6 +83,30 @@ pub(super) async fn run(config: ServiceConfig, parts: Parts) -> anyhow::Result<(
     drop(sink);
     shutdown(clients).await?;
     result
+}
+
+/// Restores the price history from the prices topic on a blocking task,
+/// while the epochs start: until it is done, past times the history has
+/// not seen answer 410 (see `set_unseen_are_unpriced`), never a guess.
+fn restore_history(config: &ServiceConfig, parts: &Parts) {
+    let (k, table, stop) = (
+        config.kafka.clone(),
+        Arc::clone(&parts.table),
+        Arc::clone(&parts.stop),
+    );
+    // Not awaited: pricing must not wait for a long topic to be read.
+    drop(tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        match kafka::price_history::restore_history(&k, table.history(), &stop) {
+            Ok(stats) => tracing::info!(
+                applied = stats.applied,
+                skipped = stats.skipped,
+                seconds = started.elapsed().as_secs_f64(),
+                "price history restored from the prices topic"
+            ),
+            Err(e) => tracing::error!(error = %e, "price history not restored"),
+        }
+    }));
 }
 
 /// The Redis store, when configured; its metrics join `/metrics`.

@@ -23,7 +23,9 @@ use actix_web::{App, HttpServer};
 use anyhow::Context as _;
 
 use crate::config::ServiceConfig;
+use crate::controls::{ControlLog, Controls};
 use crate::http::{self, AppState, Limits};
+use crate::kafka::controls::KafkaControls;
 use crate::kafka::quote_audit::KafkaQuoteAudit;
 use crate::metrics::Metrics;
 use crate::pipeline::PipelineOptions;
@@ -48,9 +50,9 @@ pub(super) struct Parts {
     stop: Arc<AtomicBool>,
     /// Set in Kafka mode with Redis (HTTP reads other instances' cells).
     remote: Arc<std::sync::OnceLock<lookup::RemotePrices>>,
-    /// The embedded control log (DESIGN §6a); `None` in Kafka mode, which
-    /// has no shared control log yet.
-    controls: Option<Arc<crate::controls::ControlLog>>,
+    /// The operator-control log (DESIGN §6a): in memory in the embedded
+    /// default, the controls topic in Kafka mode.
+    controls: Option<Arc<dyn Controls>>,
 }
 
 /// The running mode's task: the embedded pipeline or Kafka's epochs.
@@ -60,6 +62,11 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new(config.shards));
     let choice = crate::model::choose(&config.model, config.core.policy.fallback);
     metrics.set_model_fallback(choice.fallback_reason.is_some());
+    let kafka_controls = start_kafka_controls(&config).await?;
+    let controls: Arc<dyn Controls> = match &kafka_controls {
+        Some(k) => Arc::clone(k) as Arc<dyn Controls>,
+        None => Arc::new(ControlLog::new(config.core.bucket_ms)),
+    };
     let parts = Parts {
         table: Arc::new(PriceTable::with_history(
             choice.model.version(),
@@ -70,8 +77,7 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
         metrics,
         stop: Arc::new(AtomicBool::new(false)),
         remote: Arc::default(),
-        controls: (!config.kafka.enabled())
-            .then(|| Arc::new(crate::controls::ControlLog::new(config.core.bucket_ms))),
+        controls: Some(controls),
     };
     // A resumed Kafka pipeline may hold decisions the history never saw:
     // no 1.0 guessed for them until the history is restored.
@@ -120,11 +126,37 @@ async fn run(config: ServiceConfig) -> anyhow::Result<()> {
         }
         None => runner.await,
     };
+    if let Some(k) = kafka_controls {
+        // Joins the reader thread: off the reactor.
+        let _ = tokio::task::spawn_blocking(move || k.shutdown()).await;
+    }
     match result {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.context("pipeline failed")),
         Err(e) => Err(anyhow::anyhow!("pipeline task: {e}")),
     }
+}
+
+/// Kafka mode's control log: the controls topic (created first when
+/// asked, with the other topics), read from its start by a thread of its
+/// own. Broker round trips, so off the reactor.
+async fn start_kafka_controls(
+    config: &ServiceConfig,
+) -> anyhow::Result<Option<Arc<KafkaControls>>> {
+    if !config.kafka.enabled() {
+        return Ok(None);
+    }
+    let (k, bucket_ms) = (config.kafka.clone(), config.core.bucket_ms);
+    let controls = tokio::task::spawn_blocking(move || {
+        if k.create_topics {
+            crate::kafka::create_topics(&k)?;
+        }
+        KafkaControls::start(&k, bucket_ms)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("control log start-up task: {e}"))?
+    .context("control log")?;
+    Ok(Some(Arc::new(controls)))
 }
 
 /// Starts Kafka mode's epochs or the embedded pipeline; returns its task

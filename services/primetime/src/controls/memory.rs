@@ -13,9 +13,8 @@
 //! the input, e.g. with [`primetime_core::Engine::apply_control`]) prices
 //! every tick under the same controls.
 //!
-//! Not yet: Kafka mode (several instances must agree on a stamp all of
-//! them have not fired: the log's producer would stamp ahead of the group's
-//! slowest clock) and persistence across restarts.
+//! Not persistent: a restart starts with an empty log (Kafka mode's log,
+//! `crate::kafka::controls`, is the topic and survives restarts).
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
