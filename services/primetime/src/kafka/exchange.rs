@@ -235,11 +235,13 @@ impl BoundaryExchange for KafkaExchange {
         let owned = self.assignment.flags();
         let state = self.state.lock().ok()?;
         let mut streams: Vec<&(String, u32)> = Vec::new();
+        let mut by_partition = Vec::new();
         for (p, claims) in state.claims.iter().enumerate() {
             if owned.get(p).copied().unwrap_or(false) {
                 continue;
             }
             let claim = state.answering(claims, tick.0)?;
+            by_partition.push((p, claim));
             if !streams.contains(&claim) {
                 streams.push(claim);
             }
@@ -254,6 +256,7 @@ impl BoundaryExchange for KafkaExchange {
                 cells.extend_from_slice(c);
             }
         }
+        tracing::debug!(tick = tick.0, answering = ?by_partition, cells = cells.len(), "foreign stats");
         Some(cells)
     }
 
@@ -368,6 +371,15 @@ impl Reader {
     }
 
     fn apply(&self, stats: v1::CellStats) {
+        tracing::debug!(
+            instance = %stats.instance,
+            epoch = stats.epoch,
+            partitions = ?stats.partitions,
+            after = ?stats.after_tick,
+            tick = stats.tick,
+            cells = stats.cells.len(),
+            "cell stats read"
+        );
         if let Ok(mut state) = self.state.lock() {
             state.apply(stats);
         }
