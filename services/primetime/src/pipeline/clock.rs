@@ -47,6 +47,9 @@ pub(super) struct Clock<S> {
     /// The source's progress, watched while the sink's hand-off is full:
     /// a source that stops (the service stopping) ends the wait.
     source_rx: Option<watch::Receiver<Progress>>,
+    /// A tick was left unpublished because the source stopped: the clock
+    /// ends (it must never fire that tick again: the shards applied it).
+    halted: bool,
 }
 
 /// The clock's side of consistent snapshots: when to cut, and the channel
@@ -109,6 +112,7 @@ impl<S: Sink> Clock<S> {
             lockstep: options.lockstep,
             controls: options.controls,
             source_rx: None,
+            halted: false,
         }
     }
 
@@ -140,6 +144,9 @@ impl<S: Sink> Clock<S> {
                 rx.borrow_and_update();
             }
             self.fire_ready(progress).await?;
+            if self.halted {
+                return Ok(self.summary);
+            }
             if let Some(l) = &self.lockstep {
                 l.settled(progress.watermark);
             }
@@ -215,6 +222,7 @@ impl<S: Sink> Clock<S> {
             };
             if !self.fire(k, foreign).await? {
                 // Stopping: tick k stays unpublished, so never durable.
+                self.halted = true;
                 return Ok(());
             }
             self.next_tick = Some(k.next());
@@ -391,6 +399,9 @@ impl<S: Sink> Clock<S> {
             }
         };
         tokio::select! {
+            // A sink with room takes the tick even when the source has
+            // stopped meanwhile.
+            biased;
             ready = self.sink.ready() => ready.map(|()| true),
             () = stopped => {
                 tracing::info!("source stopped while the sink was full: the tick is left unpublished");
