@@ -59,9 +59,10 @@ const CLAIM_HISTORY: usize = 8;
 
 /// How long (wall time, liveness only) a tick waits for a stream that can
 /// answer it exactly before the nearest claim answers instead: new epochs
-/// publish their restored tick within seconds of a rebalance, even on a
-/// loaded machine.
-const PATIENCE: Duration = Duration::from_secs(30);
+/// publish their restored tick within seconds of a rebalance; on 2 cores
+/// under a load average of 30 the e2e tests saw ordinary waits for another
+/// instance's tick of up to 19 s.
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// One instance's stream of stats (per pipeline epoch).
 #[derive(Debug, Default)]
