@@ -140,31 +140,12 @@ echo "PRIMETIME_TEST_REDIS=$PRIMETIME_TEST_REDIS"
 # -------------------------------------------------------- end services
 
 log "tests"
-# The end-to-end tests against the real broker (primetime-e2e) share two
-# cores with the broker, Redis and several service processes; a known race
-# in the cell-stats exchange after a hand-over (issue 16) still fails the
-# takeover and scale-out tests now and then. A failing e2e target is run
-# once more and, if it then passes, reported as FLAKY (loudly, below and at
-# the end); any other failure, or a second one, fails the run.
-flaky=()
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
   cargo test --workspace --locked --doc
 else
-  tests_log="$(mktemp)"
-  if ! cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$tests_log"; then
-    failed="$(grep -oE -- '`-p [a-z0-9-]+ --[a-z]+( [a-z0-9_]+)?`' "$tests_log" | tr -d '`' | sort -u)"
-    if [ -z "$failed" ] || echo "$failed" | grep -vq -- '^-p primetime-e2e --test '; then
-      echo "tests failed: ${failed:-see above}"; exit 1
-    fi
-    while read -r target; do
-      log "retrying the failed end-to-end target: cargo test $target"
-      cargo test --locked $target
-      flaky+=("$target")
-    done <<<"$failed"
-  fi
+  cargo test --workspace --locked --no-fail-fast
 fi
-for f in "${flaky[@]:-}"; do [ -n "$f" ] && echo "FLAKY: cargo test $f failed once and passed on retry"; done
 
 # ---------------------------------------------------------------- browser
 # Real-browser end-to-end test of the map page (tests/browser/map.test.mjs):
@@ -257,5 +238,4 @@ log "market: closed-loop benchmark --short"
 cargo run --release --locked -p primetime-market -- --short
 # -------------------------------------------------------- end market
 
-for f in "${flaky[@]:-}"; do [ -n "$f" ] && echo "FLAKY: cargo test $f failed once and passed on retry"; done
 log "all tests passed"

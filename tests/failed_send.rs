@@ -5,10 +5,16 @@
 //! the consumer commits no input offset past them; once the topic takes records again, the same
 //! prices are published, the offsets reach the ends of the logs, and the
 //! prices topic equals the reference engine.
+//!
+//! And a service asked to stop (SIGTERM) while the topic refuses: it exits
+//! within [`STOP_WITHIN`] with status 1 naming the ticks never
+//! acknowledged (the documented rule: 0 only when every fired tick's prices
+//! were acknowledged), commits nothing past them, and the next start
+//! publishes them.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Topics, publish, published_without_conflicts, reference, tick, write_config};
 use primetime_e2e::{
@@ -62,29 +68,8 @@ fn a_refused_price_is_not_committed_past_and_is_published_after_recovery() {
     // Every tick with a decision was refused: commits may cover only the
     // empty ticks before the first decision, never a refused one.
     std::thread::sleep(Duration::from_secs(3));
-    let first_decision = expected
-        .decisions
-        .keys()
-        .map(|(_, t)| *t)
-        .min()
-        .expect("some decisions");
-    for t in [&topics.drivers, &topics.demand] {
-        for (p, (offset, durable)) in
-            primetime_e2e::commits(&broker.addr, &group, t, common::PARTITIONS)
-                .into_iter()
-                .enumerate()
-        {
-            assert!(
-                offset == -1 || durable.is_some_and(|d| d < first_decision),
-                "{t}/{p} committed at {offset} for durable tick {durable:?}, past the \
-                 refused tick {first_decision}"
-            );
-        }
-    }
-    assert!(
-        read_topic(&broker.addr, &topics.prices).is_empty(),
-        "the prices topic took a record"
-    );
+    let first_decision = first_decision(&expected);
+    assert_nothing_committed_or_published_past(&broker, &topics, &group, first_decision);
     eprintln!(
         "ticks fired to {} with every price refused: nothing published, no commit past tick {}",
         expected.last_data_tick,
@@ -114,4 +99,142 @@ fn a_refused_price_is_not_committed_past_and_is_published_after_recovery() {
     );
     let status = service.terminate();
     assert!(status.success(), "exit status {status}");
+}
+
+/// How long a service asked to stop may take while the broker refuses its
+/// prices: the publisher's 5 s grace, plus draining HTTP, the exchange and
+/// the consumer on a loaded machine.
+const STOP_WITHIN: Duration = Duration::from_secs(10);
+
+#[test]
+fn sigterm_while_the_broker_refuses_prices_stops_in_bounded_time_and_commits_nothing_past_them() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let topics = Topics::new();
+    let group = unique("refused-stop-group");
+    let minutes = 3;
+    let config = write_config(dir.path(), &broker.addr, &topics, &group, minutes, 1_500);
+    create_topic(
+        &broker.addr,
+        &topics.prices,
+        2,
+        &[("cleanup.policy", "compact"), ("max.message.bytes", "64")],
+    );
+    publish(&broker, &config, minutes);
+    let inputs: Vec<(String, Vec<Record>)> = [&topics.drivers, &topics.demand]
+        .iter()
+        .map(|t| ((*t).clone(), read_topic(&broker.addr, t)))
+        .collect();
+    let expected = reference(&config, &topics, &inputs);
+    let first_decision = first_decision(&expected);
+
+    let mut service = Service::start(&config, &dir.path().join("service-1.log"), &[]);
+    let refused = eventually(Duration::from_secs(120), || {
+        let fired = tick(&service).is_some_and(|t| t >= expected.last_data_tick);
+        (fired && service.log_text().contains("kafka delivery failed")).then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "ticks did not reach {} with refused prices; log:\n{}",
+        expected.last_data_tick,
+        service.log_text()
+    );
+    let asked = Instant::now();
+    let status = service.terminate();
+    let took = asked.elapsed();
+    let log = service.log_text();
+    assert!(
+        took < STOP_WITHIN,
+        "SIGTERM to exit took {took:?} (over {STOP_WITHIN:?}); log:\n{log}"
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "exit status {status}: 1 when prices were never acknowledged; log:\n{log}"
+    );
+    assert!(
+        log.contains("were never acknowledged"),
+        "the exit names the unacknowledged ticks; log:\n{log}"
+    );
+    assert_nothing_committed_or_published_past(&broker, &topics, &group, first_decision);
+    eprintln!(
+        "SIGTERM with every price refused: exit status 1 after {:.2} s, no commit past tick {}",
+        took.as_secs_f64(),
+        first_decision - 1
+    );
+
+    // The next start, once the topic takes records, publishes them all.
+    set_topic_configs(
+        &broker.addr,
+        &topics.prices,
+        &[
+            ("cleanup.policy", "compact"),
+            ("max.message.bytes", "1048588"),
+        ],
+    );
+    let mut service = Service::start(&config, &dir.path().join("service-2.log"), &[]);
+    restarted_publishes_everything(&broker, &topics, &group, &inputs, &expected, &service);
+    let status = service.terminate();
+    assert!(status.success(), "exit status {status}");
+}
+
+/// The first tick with a decision in the reference.
+fn first_decision(expected: &common::Reference) -> i64 {
+    expected
+        .decisions
+        .keys()
+        .map(|(_, t)| *t)
+        .min()
+        .expect("some decisions")
+}
+
+/// Commits cover at most the empty ticks before `first_decision` (never a
+/// refused one), and the prices topic holds nothing.
+fn assert_nothing_committed_or_published_past(
+    broker: &Broker,
+    topics: &Topics,
+    group: &str,
+    first_decision: i64,
+) {
+    for t in [&topics.drivers, &topics.demand] {
+        for (p, (offset, durable)) in
+            primetime_e2e::commits(&broker.addr, group, t, common::PARTITIONS)
+                .into_iter()
+                .enumerate()
+        {
+            assert!(
+                offset == -1 || durable.is_some_and(|d| d < first_decision),
+                "{t}/{p} committed at {offset} for durable tick {durable:?}, past the \
+                 refused tick {first_decision}"
+            );
+        }
+    }
+    assert!(
+        read_topic(&broker.addr, &topics.prices).is_empty(),
+        "the prices topic took a record"
+    );
+}
+
+/// A restarted service publishes every decision: offsets reach the ends
+/// and the prices topic equals the reference.
+fn restarted_publishes_everything(
+    broker: &Broker,
+    topics: &Topics,
+    group: &str,
+    inputs: &[(String, Vec<Record>)],
+    expected: &common::Reference,
+    service: &Service,
+) {
+    if let Err(e) =
+        common::wait_committed_to_end(broker, topics, group, inputs, Duration::from_secs(120))
+    {
+        panic!("{e}; log:\n{}", service.log_text());
+    }
+    let (got, records) = published_without_conflicts(broker, &topics.prices);
+    common::assert_equals_reference(&got, expected, || service.log_text());
+    eprintln!(
+        "after the restart: {} decisions up to tick {} equal the reference ({records} price records)",
+        expected.decisions.len(),
+        expected.last_data_tick
+    );
 }

@@ -614,12 +614,13 @@ fn without_a_snapshot_a_restart_rewinds_and_publishes_no_conflicting_version() {
 /// over from snapshots; the prices topic still equals the uninterrupted
 /// reference, with no conflicting (cell, tick) versions.
 ///
-/// Known gap (issue 16, about 1 run in 6): an instance that restarts from
-/// the snapshot at tick R asks for the other instances' stats of tick R;
-/// for a partition handed over at R only its previous owner published
-/// them, relative to its own ownership, so boundary cells next to regions
-/// it also owned are missing (wrong ring features). The fix is in the
-/// pipeline: publish the restored image's boundary cells at R.
+/// Hand-overs it exercises (issue 16): every instance of a rebalance
+/// restores the group's newest common snapshot tick R (an instance that
+/// restored an older tick than its neighbour would need stats of ticks the
+/// neighbour never fires), publishes its restored boundary cells at R, and
+/// takes another instance's stats only from a stream that owned none of
+/// its partitions (a previous owner's cells are relative to the old
+/// ownership) — whatever order its reader sees the messages in.
 #[test]
 fn three_instances_one_joins_one_leaves_while_data_flows() {
     let broker = Broker::start();

@@ -182,10 +182,14 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// The `primetime` binary of this workspace, built once per test process
-/// (same profile as the tests).
+/// (same profile as the tests); `PRIMETIME_TEST_BIN` names another one
+/// (e.g. a saved build, to compare two versions while a third compiles).
 pub fn service_binary() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("PRIMETIME_TEST_BIN") {
+            return PathBuf::from(bin);
+        }
         let release = !cfg!(debug_assertions);
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
@@ -217,25 +221,36 @@ impl Service {
     /// `primetime serve --config <config> --http-addr 127.0.0.1:<free>`
     /// from the repository root (the default model resolves), logging to
     /// `log`.
+    ///
+    /// `PRIMETIME_TEST_LOG` overrides the service's log filter (default
+    /// `info`); `PRIMETIME_TEST_LOG_DIR` keeps every service log in that
+    /// folder (the tests' temporary folders vanish with a failed test).
     pub fn start(config: &Path, log: &Path, extra: &[&str]) -> Self {
         let port = free_port();
-        let out = std::fs::File::create(log).expect("log file");
+        let log = match std::env::var_os("PRIMETIME_TEST_LOG_DIR") {
+            Some(dir) => {
+                let name = log.file_name().map_or_else(
+                    || "service.log".to_owned(),
+                    |n| n.to_string_lossy().into_owned(),
+                );
+                Path::new(&dir).join(format!("{}-{name}", unique("service")))
+            }
+            None => log.to_owned(),
+        };
+        let filter = std::env::var("PRIMETIME_TEST_LOG").unwrap_or_else(|_| "info".to_owned());
+        let out = std::fs::File::create(&log).expect("log file");
         let child = Command::new(service_binary())
             .args(["serve", "--config"])
             .arg(config)
             .args(["--http-addr", &format!("127.0.0.1:{port}")])
             .args(extra)
             .current_dir(repo_root())
-            .env("PRIMETIME_LOG", "info")
+            .env("PRIMETIME_LOG", filter)
             .stdout(Stdio::null())
             .stderr(out)
             .spawn()
             .expect("start primetime");
-        Self {
-            child,
-            port,
-            log: log.to_owned(),
-        }
+        Self { child, port, log }
     }
 
     /// SIGKILL (`kill -9`): no draining, no last commit.

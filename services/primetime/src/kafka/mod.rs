@@ -230,6 +230,13 @@ pub enum KafkaError {
     },
     #[error("{0} could not be delivered")]
     Delivery(String),
+    /// The service stopped before the broker acknowledged these ticks'
+    /// prices: they are not durable, no input offset covering them was
+    /// committed, and the next start publishes them again.
+    #[error(
+        "the prices of ticks {first}..={last} were never acknowledged (nothing was committed past them; the next start publishes them)"
+    )]
+    Unpublished { first: i64, last: i64 },
     #[error(
         "input topics must have the same partition count (co-partitioned by region): {driver_locations} has {a}, {demand} has {b}"
     )]

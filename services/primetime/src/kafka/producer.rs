@@ -61,7 +61,21 @@ pub fn producer(
 /// librdkafka's queue is full.
 pub fn send_retrying<K, P>(
     p: &ThreadedProducer<DeliveryCounter>,
+    record: BaseRecord<'_, K, P>,
+) -> Result<(), KafkaError>
+where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    send_retrying_until(p, record, None)
+}
+
+/// [`send_retrying`], but a queue still full at `deadline` fails the send
+/// (a stopping service does not wait on a broker that is gone).
+pub fn send_retrying_until<K, P>(
+    p: &ThreadedProducer<DeliveryCounter>,
     mut record: BaseRecord<'_, K, P>,
+    deadline: Option<std::time::Instant>,
 ) -> Result<(), KafkaError>
 where
     K: rdkafka::message::ToBytes + ?Sized,
@@ -70,7 +84,10 @@ where
     loop {
         match p.send(record) {
             Ok(()) => return Ok(()),
-            Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+            Err((e @ RdError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                    return Err(e.into());
+                }
                 record = r;
                 std::thread::sleep(Duration::from_millis(5));
             }

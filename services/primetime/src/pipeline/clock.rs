@@ -44,6 +44,12 @@ pub(super) struct Clock<S> {
     publish_from: Option<Tick>,
     lockstep: Option<Arc<Lockstep>>,
     controls: Option<Arc<dyn crate::controls::Controls>>,
+    /// The source's progress, watched while the sink's hand-off is full:
+    /// a source that stops (the service stopping) ends the wait.
+    source_rx: Option<watch::Receiver<Progress>>,
+    /// A tick was left unpublished because the source stopped: the clock
+    /// ends (it must never fire that tick again: the shards applied it).
+    halted: bool,
 }
 
 /// The clock's side of consistent snapshots: when to cut, and the channel
@@ -106,6 +112,8 @@ impl<S: Sink> Clock<S> {
             publish_from: options.publish_from,
             lockstep: options.lockstep,
             controls: options.controls,
+            source_rx: None,
+            halted: false,
         }
     }
 
@@ -130,6 +138,7 @@ impl<S: Sink> Clock<S> {
     ) -> anyhow::Result<ClockSummary> {
         let mut stats_rx = self.exchange.as_ref().map(|x| x.subscribe());
         let mut controls_rx = self.controls.as_ref().and_then(|c| c.subscribe());
+        self.source_rx = Some(progress_rx.clone());
         self.publish_restored();
         loop {
             let progress = *progress_rx.borrow_and_update();
@@ -140,6 +149,9 @@ impl<S: Sink> Clock<S> {
                 rx.borrow_and_update();
             }
             self.fire_ready(progress).await?;
+            if self.halted {
+                return Ok(self.summary);
+            }
             if let Some(l) = &self.lockstep {
                 l.settled(progress.watermark);
             }
@@ -222,7 +234,11 @@ impl<S: Sink> Clock<S> {
                 },
                 None => None,
             };
-            self.fire(k, foreign, controls).await?;
+            if !self.fire(k, foreign, controls).await? {
+                // Stopping: tick k stays unpublished, so never durable.
+                self.halted = true;
+                return Ok(());
+            }
             self.next_tick = Some(k.next());
             self.snapshot(k).await;
             if self.active_cells == 0 {
@@ -296,12 +312,14 @@ impl<S: Sink> Clock<S> {
         });
     }
 
+    /// Fires `tick`; `false` when the source stopped while the sink's
+    /// hand-off was full (see [`Self::sink_ready`]): nothing was published.
     async fn fire(
         &mut self,
         tick: Tick,
         foreign: Vec<(CellId, Summary)>,
         controls: Option<Arc<primetime_core::ControlSet>>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<bool> {
         let started = Instant::now();
         let view = if foreign.is_empty() {
             Arc::clone(&self.boundary)
@@ -351,7 +369,9 @@ impl<S: Sink> Clock<S> {
             if let Some(l) = &self.lockstep {
                 l.fired(&decisions);
             }
-            self.sink.ready().await?;
+            if !self.sink_ready().await? {
+                return Ok(false);
+            }
             self.sink
                 .publish(tick, tick.end_ms(self.bucket_ms), &decisions)?;
         }
@@ -376,7 +396,130 @@ impl<S: Sink> Clock<S> {
             active_cells = active,
             "tick fired"
         );
-        Ok(())
+        Ok(true)
+    }
+
+    /// Awaits the sink's slot for the next tick; `false` when the source
+    /// stopped without finishing first (the service is stopping while the
+    /// sink's bounded hand-off is full, e.g. a broker refusing prices): the
+    /// tick is then never handed over, so it never becomes durable and the
+    /// next start fires it again. A finished source (end of input) still
+    /// gets every tick.
+    async fn sink_ready(&mut self) -> anyhow::Result<bool> {
+        let Some(mut source_rx) = self.source_rx.clone() else {
+            self.sink.ready().await?;
+            return Ok(true);
+        };
+        let stopped = async move {
+            while source_rx.changed().await.is_ok() {}
+            if source_rx.borrow().finished {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            // A sink with room takes the tick even when the source has
+            // stopped meanwhile.
+            biased;
+            ready = self.sink.ready() => ready.map(|()| true),
+            () = stopped => {
+                tracing::info!("source stopped while the sink was full: the tick is left unpublished");
+                Ok(false)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use primetime_core::{FormulaModel, PriceDecision};
+    use primetime_sim::{SimConfig, SimRecord, Simulator};
+
+    use super::*;
+    use crate::pipeline::{Input, InputRecord, Poll};
+
+    /// Delivers its records, then reports a stop (the service stopping),
+    /// never the end of input.
+    struct StoppingInput {
+        records: std::vec::IntoIter<InputRecord>,
+        partitions: u32,
+    }
+
+    impl Input for StoppingInput {
+        fn partitions(&self) -> u32 {
+            self.partitions
+        }
+
+        fn poll(&mut self, out: &mut Vec<InputRecord>) -> anyhow::Result<Poll> {
+            out.extend(self.records.by_ref().take(2_000));
+            Ok(if self.records.len() == 0 {
+                Poll::Stop
+            } else {
+                Poll::More
+            })
+        }
+    }
+
+    /// Takes one tick, then is never ready again (a hand-off that stays
+    /// full: the broker refusing every price).
+    #[derive(Clone, Default)]
+    struct FullAfterOne(Arc<AtomicU64>);
+
+    impl Sink for FullAfterOne {
+        async fn ready(&mut self) -> anyhow::Result<()> {
+            if self.0.load(Ordering::SeqCst) >= 1 {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+
+        fn publish(&mut self, _: Tick, _: i64, _: &[PriceDecision]) -> anyhow::Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_source_that_stops_ends_a_clock_waiting_on_a_full_sink() {
+        let mut sim = Simulator::new(SimConfig::default()).expect("sim config");
+        let mut records = Vec::new();
+        let end = sim.now_ms() + 4 * 60_000;
+        sim.advance_to(end, &mut records);
+        let input = StoppingInput {
+            records: records
+                .into_iter()
+                .map(SimRecord::into_log_entry)
+                .collect::<Vec<_>>()
+                .into_iter(),
+            partitions: sim.partitions(),
+        };
+        let config = crate::config::ServiceConfig::default();
+        let sink = FullAfterOne::default();
+        let published = Arc::clone(&sink.0);
+        let model = Arc::new(FormulaModel::new(config.core.policy.fallback));
+        let options = crate::pipeline::PipelineOptions::sized(2, 4, 512);
+        let waited = actix_rt::System::new().block_on(async move {
+            let pipeline = crate::pipeline::Pipeline::start(
+                &config.core,
+                &options,
+                model,
+                input,
+                sink,
+                Arc::new(Metrics::new(2)),
+            )?;
+            let wait = pipeline.wait();
+            anyhow::Ok(tokio::time::timeout(std::time::Duration::from_secs(20), wait).await)
+        });
+        let (_, clock) = waited
+            .expect("pipeline starts")
+            .expect("the clock ends once the source stopped, though the sink is full")
+            .expect("no pipeline error");
+        assert_eq!(published.load(Ordering::SeqCst), 1, "one tick handed over");
+        assert_eq!(
+            clock.ticks, 1,
+            "the tick waiting for the sink is not counted"
+        );
     }
 }
 

@@ -1,5 +1,6 @@
 //! Where a pipeline epoch starts: [`EpochPlan`] and [`EpochStart`], and
-//! the search for a snapshot every owned partition can restore.
+//! the search for a snapshot every owned partition can restore (the
+//! group's newest common one first).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -115,20 +116,38 @@ pub(super) fn plan_restore(
     let mut wanted: Vec<u32> = info.assigned.iter().map(|i| i % per_topic).collect();
     wanted.sort_unstable();
     wanted.dedup();
-    let stored = match store.get_snapshots(group, &wanted) {
+    let group_parts: Vec<u32> = (0..per_topic).collect();
+    let stored = match store.get_snapshots(group, &group_parts) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read snapshots; rebuilding from the log");
             return None;
         }
     };
-    for tick in common_ticks(&stored, &wanted) {
+    for tick in restore_ticks(&stored, &wanted, &group_parts) {
         if let Some(plan) = restore_at(info, &stored, &wanted, tick, fingerprint) {
             return Some(plan);
         }
     }
     tracing::info!(partitions = ?wanted, "no usable snapshot common to every owned partition");
     None
+}
+
+/// The ticks to try restoring, best first: those every partition of the
+/// group has a snapshot of, newest first, then those only every owned
+/// partition has. After a rebalance every instance then restores the same
+/// tick (as long as they read the same snapshots): an instance restored at
+/// an older tick than a neighbour's would need boundary stats of ticks
+/// the neighbour's new epoch never fires, and its old epoch published
+/// relative to the old ownership (see [`crate::kafka::exchange`]).
+fn restore_ticks(stored: &SnapshotsByPartition, wanted: &[u32], group: &[u32]) -> Vec<Tick> {
+    let mut ticks = common_ticks(stored, group);
+    let owned: Vec<Tick> = common_ticks(stored, wanted)
+        .into_iter()
+        .filter(|t| !ticks.contains(t))
+        .collect();
+    ticks.extend(owned);
+    ticks
 }
 
 /// Ticks every wanted partition has a snapshot of, newest first.
@@ -189,4 +208,46 @@ fn restore_at(
             image: Arc::new(image),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis::StoredSnapshot;
+
+    fn stored(parts: &[(u32, &[i64])]) -> SnapshotsByPartition {
+        parts
+            .iter()
+            .map(|&(p, ticks)| {
+                let snaps = ticks
+                    .iter()
+                    .map(|&t| StoredSnapshot {
+                        tick: Tick(t),
+                        blob: Vec::new(),
+                    })
+                    .collect();
+                (p, snaps)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_groups_newest_common_tick_comes_before_newer_ticks_of_the_owned_partitions() {
+        // a (partitions 0, 1) reached the snapshot at 24, b (2, 3) only 21.
+        let s = stored(&[
+            (0, &[24, 21, 18]),
+            (1, &[24, 21, 18]),
+            (2, &[21, 18, 15]),
+            (3, &[21, 18, 15]),
+        ]);
+        let ticks = |wanted: &[u32]| restore_ticks(&s, wanted, &[0, 1, 2, 3]);
+        assert_eq!(ticks(&[0]), vec![Tick(21), Tick(18), Tick(24)]);
+        assert_eq!(ticks(&[1, 2]), vec![Tick(21), Tick(18)]);
+        // A partition without any snapshot: the owned ones' ticks alone.
+        let s = stored(&[(0, &[24, 21]), (1, &[24])]);
+        assert_eq!(
+            restore_ticks(&s, &[0], &[0, 1, 2]),
+            vec![Tick(24), Tick(21)]
+        );
+    }
 }

@@ -282,16 +282,19 @@ async fn run_epoch(
 }
 
 /// Stops the exchange, the consumer, the publisher (flushing) and Redis,
-/// off the reactor.
+/// off the reactor. An error names the ticks whose prices the broker never
+/// acknowledged (the service then exits 1; see `sinks::kafka`).
 async fn shutdown(clients: Clients) -> anyhow::Result<()> {
-    tokio::task::spawn_blocking(move || {
+    let published = tokio::task::spawn_blocking(move || {
         clients.exchange.shutdown();
         drop(clients.source);
-        clients.publisher.shutdown();
+        let published = clients.publisher.shutdown();
         if let Some(store) = clients.store {
             store.shutdown();
         }
+        published
     })
     .await
-    .map_err(|e| anyhow::anyhow!("kafka shutdown task: {e}"))
+    .map_err(|e| anyhow::anyhow!("kafka shutdown task: {e}"))?;
+    Ok(published?)
 }

@@ -14,21 +14,28 @@
 //! channel (256 ticks); a full channel (the broker not keeping up, or
 //! refusing, for minutes) blocks the clock there. The publisher thread
 //! waits on a full librdkafka queue, never the reactor.
+//!
+//! Shutdown: once every sink is gone the publisher keeps trying for
+//! [`SHUTDOWN_GRACE`], then gives up; [`PricePublisher::shutdown`] names
+//! the ticks never acknowledged, and the service exits with status 1
+//! saying so (they are not durable: the next start publishes them). A
+//! refusing or unreachable broker therefore cannot hold a stopping service
+//! longer than the grace.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::{self, OwnedPermit, Receiver, Sender};
 
 use primetime_core::{PriceDecision, Tick};
 use prost::Message as _;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, PurgeConfig, ThreadedProducer};
 
 use super::Sink;
-use crate::kafka::producer::{DeliveryCounter, producer, send_retrying};
+use crate::kafka::producer::{DeliveryCounter, producer, send_retrying_until};
 use crate::kafka::{KafkaConfig, KafkaError};
 use crate::metrics::Metrics;
 use primetime_proto::price_update;
@@ -75,7 +82,8 @@ impl Clone for KafkaSink {
 
 /// The publisher thread behind [`KafkaSink`]s.
 pub struct PricePublisher {
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Ends with the ticks it never got acknowledged, if any.
+    thread: Option<std::thread::JoinHandle<Option<Unpublished>>>,
     durable_tick: Arc<AtomicI64>,
     sink: Option<KafkaSink>,
 }
@@ -84,14 +92,23 @@ impl PricePublisher {
     pub fn start(config: &KafkaConfig, metrics: Arc<Metrics>) -> Result<Self, KafkaError> {
         let counter = DeliveryCounter::default();
         let producer = producer(config, counter.clone())?;
-        let (tx, mut rx) = mpsc::channel(QUEUED_TICKS);
+        let (tx, rx) = mpsc::channel(QUEUED_TICKS);
         let durable_tick = Arc::new(AtomicI64::new(i64::MIN));
-        let durable = Arc::clone(&durable_tick);
-        let topic = config.topics.prices.clone();
+        let run = PublishLoop {
+            producer,
+            counter,
+            topic: config.topics.prices.clone(),
+            rx,
+            durable: Arc::clone(&durable_tick),
+            metrics,
+            pending: VecDeque::new(),
+            closing: None,
+            retry: RETRY_FIRST,
+        };
         // Its own thread: flushes wait for the broker, never the reactor.
         let thread = std::thread::Builder::new()
             .name("primetime-kafka-publish".into())
-            .spawn(move || publish_loop(&producer, &counter, &topic, &mut rx, &durable, &metrics))
+            .spawn(move || publish_loop(run))
             .map_err(|error| KafkaError::Io {
                 what: "starting the publisher thread",
                 error,
@@ -113,11 +130,24 @@ impl PricePublisher {
     }
 
     /// Publishes what is queued, then stops (sinks of running pipelines
-    /// must be gone for this to return).
-    pub fn shutdown(mut self) {
+    /// must be gone for this to return); returns within
+    /// [`SHUTDOWN_GRACE`] (plus one attempt's sends) of the last sink
+    /// going. `Err`: ticks the broker never acknowledged (non-durable:
+    /// nothing was committed past them, the next start publishes them).
+    pub fn shutdown(mut self) -> Result<(), KafkaError> {
         self.sink = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let unpublished = match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(u)) => u,
+            Some(Err(_)) => {
+                return Err(KafkaError::Delivery(
+                    "prices (the publisher thread panicked)".into(),
+                ));
+            }
+            None => None,
+        };
+        match unpublished {
+            Some(Unpublished { first, last }) => Err(KafkaError::Unpublished { first, last }),
+            None => Ok(()),
         }
     }
 }
@@ -132,10 +162,37 @@ const PENDING_TICKS: usize = QUEUED_TICKS;
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// Attempts at what is still unacknowledged once the sinks are gone
-/// (shutdown); after them the ticks stay non-durable, so no offset covering
-/// them was committed and the next start publishes them again.
-const ATTEMPTS_AT_SHUTDOWN: u32 = 3;
+/// How long the publisher keeps trying, once the sinks are gone (the
+/// service is stopping), to publish what is still unacknowledged: a
+/// broker that refuses or is unreachable cannot hold the exit longer. The
+/// ticks left then stay non-durable (no offset covering them was
+/// committed) and the next start publishes them again.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The ticks a stopped publisher never got acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unpublished {
+    pub first: i64,
+    pub last: i64,
+}
+
+/// The publisher thread's state: what is pending, and when it gives up.
+struct PublishLoop {
+    producer: ThreadedProducer<DeliveryCounter>,
+    counter: DeliveryCounter,
+    topic: String,
+    rx: Receiver<TickBatch>,
+    durable: Arc<AtomicI64>,
+    metrics: Arc<Metrics>,
+    pending: VecDeque<TickBatch>,
+    /// Every sink is gone: give up at this instant.
+    closing: Option<Instant>,
+    retry: Duration,
+}
+
+/// The slices in which the publisher waits (flushes, back-offs), so it
+/// notices within one that the sinks are gone.
+const WAIT_SLICE: Duration = Duration::from_millis(250);
 
 /// Publishes ticks in order. Every tick stays pending until all its records
 /// are acknowledged; a failed send or delivery keeps it (and every later
@@ -143,125 +200,179 @@ const ATTEMPTS_AT_SHUTDOWN: u32 = 3;
 /// after a back-off (a re-sent (cell, tick) is the same key and version).
 /// The durable tick only ever moves to the end of a run acknowledged whole,
 /// so the consumer never commits past a price that is not on the topic.
-fn publish_loop(
-    producer: &ThreadedProducer<DeliveryCounter>,
-    counter: &DeliveryCounter,
-    topic: &str,
-    rx: &mut Receiver<TickBatch>,
-    durable: &AtomicI64,
-    metrics: &Metrics,
-) {
-    let mut pending: VecDeque<TickBatch> = VecDeque::new();
-    let mut closed = false;
-    let mut retry = RETRY_FIRST;
-    let mut attempts_after_close = 0;
+/// Once the sinks are gone it tries for [`SHUTDOWN_GRACE`] more, then
+/// returns what was never acknowledged.
+fn publish_loop(mut run: PublishLoop) -> Option<Unpublished> {
     loop {
-        if pending.is_empty() {
+        if run.pending.is_empty() {
             // The publisher's own thread: waiting here blocks no reactor.
-            match rx.blocking_recv() {
-                Some(batch) => pending.push_back(batch),
+            match run.rx.blocking_recv() {
+                Some(batch) => run.pending.push_back(batch),
                 None => break,
             }
         }
-        // Everything queued goes out before one flush.
-        while !closed && pending.len() < PENDING_TICKS {
-            match rx.try_recv() {
-                Ok(batch) => pending.push_back(batch),
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => closed = true,
+        run.take_queued();
+        if run.publish_pending() {
+            continue;
+        }
+        if run.closing.is_some_and(|d| Instant::now() >= d) {
+            return run.give_up();
+        }
+        run.back_off();
+    }
+    let _ = run.flush_within(SHUTDOWN_GRACE);
+    None
+}
+
+impl PublishLoop {
+    /// Everything queued joins the pending run (up to [`PENDING_TICKS`]).
+    fn take_queued(&mut self) {
+        while self.pending.len() < PENDING_TICKS {
+            match self.rx.try_recv() {
+                Ok(batch) => self.pending.push_back(batch),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        let last = pending.back().map_or(i64::MIN, |b| b.tick.0);
-        match publish_run(producer, counter, topic, &pending) {
+        self.note_closing();
+    }
+
+    /// Every sink is gone (the service is stopping): the grace starts.
+    fn note_closing(&mut self) -> bool {
+        if self.closing.is_none() && self.rx.is_closed() {
+            self.closing = Some(Instant::now() + SHUTDOWN_GRACE);
+            return true;
+        }
+        false
+    }
+
+    /// What is left of the grace, or `within` before the sinks are gone.
+    fn left(&self, within: Duration) -> Duration {
+        self.closing.map_or(within, |d| {
+            d.saturating_duration_since(Instant::now()).min(within)
+        })
+    }
+
+    /// One attempt at the pending run; `true` when it was acknowledged
+    /// whole (and is durable now).
+    fn publish_pending(&mut self) -> bool {
+        let last = self.pending.back().map_or(i64::MIN, |b| b.tick.0);
+        match self.publish_run() {
             Ok(records) => {
-                metrics
-                    .prices_published
-                    .fetch_add(records, Ordering::Relaxed);
-                durable.fetch_max(last, Ordering::AcqRel);
-                pending.clear();
-                retry = RETRY_FIRST;
+                let m = &self.metrics;
+                m.prices_published.fetch_add(records, Ordering::Relaxed);
+                self.durable.fetch_max(last, Ordering::AcqRel);
+                self.pending.clear();
+                self.retry = RETRY_FIRST;
+                true
             }
             Err(e) => {
-                let first = pending.front().map_or(i64::MIN, |b| b.tick.0);
+                let first = self.pending.front().map_or(i64::MIN, |b| b.tick.0);
                 tracing::error!(
-                    error = %e, first_tick = first, last_tick = last, retry_in_ms = retry.as_millis() as u64,
+                    error = %e, first_tick = first, last_tick = last,
+                    retry_in_ms = self.retry.as_millis() as u64,
                     "prices not published: the ticks stay non-durable and are sent again"
                 );
-                if closed {
-                    attempts_after_close += 1;
-                    if attempts_after_close >= ATTEMPTS_AT_SHUTDOWN {
-                        tracing::error!(
-                            first_tick = first,
-                            last_tick = last,
-                            "giving up at shutdown: these ticks were never durable"
-                        );
-                        break;
-                    }
+                false
+            }
+        }
+    }
+
+    /// Sends every record of the pending run and waits for their
+    /// acknowledgements; the number of records, or why some were not
+    /// taken. A send that fails stops the run, but what was already
+    /// enqueued is flushed first, so its late delivery reports cannot
+    /// count against the next run.
+    fn publish_run(&mut self) -> Result<u64, KafkaError> {
+        let before = self.counter.failures();
+        let mut records = 0u64;
+        let mut sent = Ok(());
+        'run: for batch in &self.pending {
+            for d in &batch.decisions {
+                sent = send_price(self, batch.tick_end_ms, d);
+                if sent.is_err() {
+                    break 'run;
                 }
-                std::thread::sleep(retry);
-                retry = (retry * 2).min(RETRY_MAX);
+                records += 1;
             }
         }
-        if closed && pending.is_empty() {
-            break;
+        let flushed = self.flush_within(FLUSH_TIMEOUT);
+        sent?;
+        flushed?;
+        let failed = self.counter.failures() - before;
+        if failed > 0 {
+            return Err(KafkaError::Delivery(format!(
+                "{failed} of {records} prices to {}",
+                self.topic
+            )));
         }
+        Ok(records)
     }
-    let _ = producer.flush(Duration::from_secs(30));
-}
 
-/// Sends every record of `pending` and waits for their acknowledgements;
-/// the number of records, or why some were not taken. A send that fails
-/// stops the run, but what was already enqueued is flushed first, so its
-/// late delivery reports cannot count against the next run.
-fn publish_run(
-    producer: &ThreadedProducer<DeliveryCounter>,
-    counter: &DeliveryCounter,
-    topic: &str,
-    pending: &VecDeque<TickBatch>,
-) -> Result<u64, KafkaError> {
-    let before = counter.failures();
-    let mut records = 0u64;
-    let mut sent = Ok(());
-    'run: for batch in pending {
-        for d in &batch.decisions {
-            sent = send_price(producer, topic, batch.tick_end_ms, d);
-            if sent.is_err() {
-                break 'run;
+    /// Flushes in slices, for at most `within` (less what is left of the
+    /// grace); a flush cut short by the sinks going returns its timeout.
+    fn flush_within(&mut self, within: Duration) -> Result<(), KafkaError> {
+        let started = Instant::now();
+        loop {
+            let left = self.left(within.saturating_sub(started.elapsed()));
+            match self.producer.flush(left.min(WAIT_SLICE)) {
+                Ok(()) => return Ok(()),
+                Err(e) if left <= WAIT_SLICE || self.note_closing() => return Err(e.into()),
+                Err(_) => {}
             }
-            records += 1;
         }
     }
-    let flushed = producer.flush(FLUSH_TIMEOUT);
-    sent?;
-    flushed?;
-    let failed = counter.failures() - before;
-    if failed > 0 {
-        return Err(KafkaError::Delivery(format!(
-            "{failed} of {records} prices to {topic}"
-        )));
+
+    /// Waits before the next attempt (doubling), in slices, ending early
+    /// when the sinks go or the grace ends.
+    fn back_off(&mut self) {
+        let until = Instant::now() + self.left(self.retry);
+        while Instant::now() < until && !self.note_closing() {
+            std::thread::sleep(WAIT_SLICE.min(until.saturating_duration_since(Instant::now())));
+        }
+        self.retry = (self.retry * 2).min(RETRY_MAX);
     }
-    Ok(records)
+
+    /// Stops trying: what is pending or still queued was never
+    /// acknowledged; librdkafka's copies are dropped, so the final flush
+    /// cannot wait on them.
+    fn give_up(mut self) -> Option<Unpublished> {
+        let first = self.pending.front().map(|b| b.tick.0);
+        let mut last = self.pending.back().map(|b| b.tick.0);
+        while let Ok(batch) = self.rx.try_recv() {
+            last = Some(batch.tick.0);
+        }
+        self.pending.clear();
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        let _ = self.producer.flush(WAIT_SLICE);
+        let unpublished = Unpublished {
+            first: first?,
+            last: last?,
+        };
+        tracing::error!(
+            first_tick = unpublished.first,
+            last_tick = unpublished.last,
+            "giving up at shutdown: these ticks were never durable (nothing committed past them)"
+        );
+        Some(unpublished)
+    }
 }
 
-fn send_price(
-    producer: &ThreadedProducer<DeliveryCounter>,
-    topic: &str,
-    tick_end_ms: i64,
-    d: &PriceDecision,
-) -> Result<(), KafkaError> {
+fn send_price(run: &PublishLoop, tick_end_ms: i64, d: &PriceDecision) -> Result<(), KafkaError> {
     let update = price_update(d, tick_end_ms);
     let payload = update.encode_to_vec();
     let headers = OwnedHeaders::new().insert(Header {
         key: "model-version",
         value: Some(&*d.model_version),
     });
-    send_retrying(
-        producer,
-        BaseRecord::to(topic)
+    send_retrying_until(
+        &run.producer,
+        BaseRecord::to(&run.topic)
             .key(&update.cell)
             .payload(&payload)
             .timestamp(tick_end_ms)
             .headers(headers),
+        run.closing,
     )
 }
 
