@@ -429,6 +429,19 @@ impl<S: Sink> Clock<S> {
     }
 }
 
+/// Resolves when `rx` changes; never when there is none, or once its
+/// sender is gone (nothing more can change).
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) {
+    match rx {
+        Some(r) => {
+            if r.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -520,18 +533,5 @@ mod tests {
             clock.ticks, 1,
             "the tick waiting for the sink is not counted"
         );
-    }
-}
-
-/// Resolves when `rx` changes; never when there is none, or once its
-/// sender is gone (nothing more can change).
-async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) {
-    match rx {
-        Some(r) => {
-            if r.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
     }
 }
