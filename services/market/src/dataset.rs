@@ -189,7 +189,10 @@ pub fn training_spec(opts: &DatasetOptions, index: usize) -> RunSpec {
 /// Runs every training run on `opts.threads` threads and writes the CSV
 /// to `out` in run order (the same bytes whatever the thread count).
 /// Returns (runs, rows).
-pub fn write_dataset<W: Write>(opts: &DatasetOptions, out: W) -> Result<(usize, u64), DatasetError> {
+pub fn write_dataset<W: Write>(
+    opts: &DatasetOptions,
+    out: W,
+) -> Result<(usize, u64), DatasetError> {
     let specs: Vec<RunSpec> = (0..opts.seeds as usize * opts.scenarios.len())
         .map(|i| training_spec(opts, i))
         .collect();

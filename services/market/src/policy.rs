@@ -120,7 +120,9 @@ pub fn engine_pricing(
         PolicyKind::RatioGuardrails => {
             Some((Box::new(FormulaModel::new(defaults.fallback)), defaults))
         }
-        PolicyKind::Model | PolicyKind::Candidate => onnx.map(|m| (Box::new(Arc::clone(m)) as BoxedModel, defaults)),
+        PolicyKind::Model | PolicyKind::Candidate => {
+            onnx.map(|m| (Box::new(Arc::clone(m)) as BoxedModel, defaults))
+        }
         PolicyKind::Flat | PolicyKind::BestFixed | PolicyKind::Oracle => None,
     }
 }

@@ -14,9 +14,7 @@
 use std::sync::Arc;
 
 use primetime_core::controls::{Action, Area};
-use primetime_core::{
-    CellId, Config, Control, Engine, IngestTime, Multiplier, RawRecord, Reason,
-};
+use primetime_core::{CellId, Config, Control, Engine, IngestTime, Multiplier, RawRecord, Reason};
 use primetime_model::OnnxModel;
 use primetime_sim::{MarketLog, SimRecord, Simulator};
 
@@ -139,7 +137,9 @@ pub fn run(spec: &RunSpec) -> Result<RunOutcome, MarketError> {
         }
         if feed.is_none() {
             // Policies priced without the engine obey the cap by clipping.
-            let capped = setup.emergency_cap.filter(|(a, b, _)| (*a..*b).contains(&t));
+            let capped = setup
+                .emergency_cap
+                .filter(|(a, b, _)| (*a..*b).contains(&t));
             let ceiling = capped.map_or(f64::INFINITY, |c| c.2);
             if spec.policy == PolicyKind::BestFixed {
                 for p in &mut prices.published {
@@ -207,10 +207,11 @@ fn record_rows(
     spec: &RunSpec,
     rows: &mut Vec<DatasetRow>,
 ) {
-    let elasticity = sim.config().market.as_ref().map_or(
-        primetime_sim::DEMAND_ELASTICITY,
-        |m| m.elasticity,
-    );
+    let elasticity = sim
+        .config()
+        .market
+        .as_ref()
+        .map_or(primetime_sim::DEMAND_ELASTICITY, |m| m.elasticity);
     let cap = spec.engine.policy.cap;
     for (tick, row) in engine.take_rows() {
         if !sim.in_city(row.cell) {

@@ -130,7 +130,10 @@ fn the_service_loop_equals_the_benchmark_loop() {
 #[test]
 fn the_embedded_city_surges_and_the_surge_fades_as_drivers_arrive() {
     let sim = ServiceConfig::default().sim;
-    let stadium = sim.stadium.clone().expect("the embedded city has a stadium");
+    let stadium = sim
+        .stadium
+        .clone()
+        .expect("the embedded city has a stadium");
     let cell = primetime_core::Geo::new(8, 5)
         .expect("resolutions")
         .cell_of(stadium.lat, stadium.lng)
@@ -161,16 +164,27 @@ fn the_embedded_city_surges_and_the_surge_fades_as_drivers_arrive() {
         .iter()
         .position(|p| p.1 >= 2.0)
         .expect("the crowd surges the stadium cell to 2.0 or more");
-    assert!(path[peak].0 <= 2.0, "the surge shows within 2 minutes: {:?}", path[peak]);
+    assert!(
+        path[peak].0 <= 2.0,
+        "the surge shows within 2 minutes: {:?}",
+        path[peak]
+    );
     let faded = peak
         + path[peak..]
             .iter()
             .position(|p| p.1 <= 1.2)
             .expect("the surge fades back to 1.2 or less");
-    assert!(path[faded].0 <= 25.0, "faded by minute 25: {:?}", path[faded]);
+    assert!(
+        path[faded].0 <= 25.0,
+        "faded by minute 25: {:?}",
+        path[faded]
+    );
     // Drivers arrived: around the fade, more drivers idle in reach than at
     // the surge's lowest.
-    let lowest = path[peak..faded].iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
+    let lowest = path[peak..faded]
+        .iter()
+        .map(|p| p.2)
+        .fold(f64::INFINITY, f64::min);
     assert!(
         path[faded].2 >= lowest + 10.0,
         "drivers drawn in: {} idle in reach at the fade vs {lowest} during the surge",
