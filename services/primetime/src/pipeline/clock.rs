@@ -44,6 +44,7 @@ pub(super) struct Clock<S> {
     publish_from: Option<Tick>,
     lockstep: Option<Arc<Lockstep>>,
     controls: Option<Arc<dyn crate::controls::Controls>>,
+    placement: Option<super::placement::ClockPlacement>,
 }
 
 /// The clock's side of consistent snapshots: when to cut, and the channel
@@ -71,6 +72,8 @@ pub(super) struct ClockOptions {
     /// fires (which also stamps later records after it); a tick waits
     /// until the log can answer for it.
     pub controls: Option<Arc<dyn crate::controls::Controls>>,
+    /// Load-aware placement: ask the source for moves between ticks.
+    pub placement: Option<super::placement::ClockPlacement>,
 }
 
 /// Where a restored clock starts: after `tick`, with the boundary
@@ -106,6 +109,7 @@ impl<S: Sink> Clock<S> {
             publish_from: options.publish_from,
             lockstep: options.lockstep,
             controls: options.controls,
+            placement: options.placement,
         }
     }
 
@@ -225,6 +229,9 @@ impl<S: Sink> Clock<S> {
             self.fire(k, foreign, controls).await?;
             self.next_tick = Some(k.next());
             self.snapshot(k).await;
+            if let Some(p) = &self.placement {
+                p.after_tick(k, &mut self.boundary).await;
+            }
             if self.active_cells == 0 {
                 if wm == Watermark::MAX {
                     return Ok(());
