@@ -147,6 +147,11 @@ impl Pipeline {
             // ownership of this instance's shards: not moved yet.
             anyhow::bail!("load-aware placement runs in one instance only (no exchange)");
         }
+        if options.placement.is_some() && options.lockstep.is_some() {
+            // A closed-loop input waits in `poll` for the settled tick
+            // while the clock would wait for the source's moves.
+            anyhow::bail!("load-aware placement cannot run a closed-loop (lockstep) pipeline");
+        }
         let geo = primetime_core::Geo::new(core.price_resolution, core.region_resolution)?;
         let n = options.shards.max(1);
         let mut shards: Vec<Shard> = (0..n)

@@ -18,8 +18,14 @@
 //! (windows, pending buckets, last summary) move with it. Each shard tracks
 //! only which regions it owns; moves reach the two shards concerned.
 //!
-//! Placement is per pipeline: with other instances (the Kafka exchange) it
-//! is refused at start (see [`super::Pipeline::start`]).
+//! Costs are the events the source routed to each region since the last
+//! plan (the source sees every event's region already; counting there
+//! costs one hash-map increment per event and no message).
+//!
+//! Placement is per pipeline: with other instances (the Kafka exchange) or
+//! a closed-loop input (lockstep) it is refused at start (see
+//! [`super::Pipeline::start`]). Moves are planned only while the source
+//! runs: after the end of a finite input the last ticks fire as placed.
 //!
 //! [`Extract`]: super::shard::Extract
 //! [`Import`]: super::shard::Import
