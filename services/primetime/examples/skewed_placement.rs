@@ -11,7 +11,7 @@
 //! Run: `cargo run --release -p primetime --example skewed_placement`
 //! (`SKEWED_MINUTES`, default 10, sets the simulated time.)
 //!
-//! Per-shard CPU is read from `/proc/self/task/*/stat` (Linux): the
+//! Per-shard CPU is read from `/proc/self/task/*/schedstat` (Linux): the
 //! shards are the actix arbiter threads.
 
 use std::collections::HashMap;
@@ -94,10 +94,9 @@ fn skewed_log(minutes: i64) -> anyhow::Result<(Vec<InputRecord>, u32)> {
     Ok((log, parts + crowd_parts))
 }
 
-/// CPU seconds (user + system) of every live thread, by thread id, with
-/// its name.
+/// CPU seconds of every live thread, by thread id, with its name (from
+/// `schedstat`: nanoseconds on the CPU, finer than `stat`'s 10 ms ticks).
 fn thread_cpu() -> HashMap<u32, (String, f64)> {
-    let tick = 100.0; // USER_HZ on Linux
     let mut out = HashMap::new();
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return out;
@@ -108,17 +107,15 @@ fn thread_cpu() -> HashMap<u32, (String, f64)> {
         };
         let path = entry.path();
         let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
-        // Fields after the `(comm)`: state is 3rd, utime 14th, stime 15th.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        let Some(ns) = stat
+            .split_whitespace()
+            .next()
+            .and_then(|f| f.parse::<f64>().ok())
+        else {
             continue;
         };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let (Some(u), Some(s)) = (f.get(11), f.get(12)) else {
-            continue;
-        };
-        let cpu = (u.parse::<f64>().unwrap_or(0.0) + s.parse::<f64>().unwrap_or(0.0)) / tick;
-        out.insert(tid, (name.trim().to_string(), cpu));
+        out.insert(tid, (name.trim().to_string(), ns / 1e9));
     }
     out
 }
@@ -211,12 +208,12 @@ fn report(label: &str, events: usize, r: &Run) {
     let mean = shards.iter().sum::<f64>() / shards.len().max(1) as f64;
     for (i, cpu) in shards.iter().enumerate() {
         println!(
-            "  shard thread {i}: {cpu:.2} CPU s ({:.2}x the mean)",
+            "  shard thread {i}: {cpu:.3} CPU s ({:.2}x the mean)",
             cpu / mean.max(1e-9)
         );
     }
     for (name, cpu) in r.threads.iter().filter(|(n, _)| !n.starts_with("actix-rt")) {
-        println!("  {name}: {cpu:.2} CPU s");
+        println!("  {name}: {cpu:.3} CPU s");
     }
 }
 
