@@ -208,7 +208,7 @@ fn report(label: &str, events: usize, r: &Run) {
     let mean = shards.iter().sum::<f64>() / shards.len().max(1) as f64;
     for (i, cpu) in shards.iter().enumerate() {
         println!(
-            "  shard thread {i}: {cpu:.3} CPU s ({:.2}x the mean)",
+            "  shard thread {i} (busiest first): {cpu:.3} CPU s ({:.2}x the mean)",
             cpu / mean.max(1e-9)
         );
     }
