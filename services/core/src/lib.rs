@@ -14,6 +14,7 @@
 //! - [`controls`]: operator controls as log records, overlap rules;
 //! - [`policy`]: guardrails, quantisation, the fallback formula;
 //! - [`engine`]: the single-threaded reference [`Engine`];
+//! - [`placement`]: region → shard, and load-aware rebalancing of it;
 //! - [`snapshot`]: plain images of cell and partition state (snapshots);
 //! - [`config`]: [`Config`] with documented defaults.
 
@@ -27,6 +28,7 @@ pub mod features;
 pub mod geo;
 pub mod model;
 pub mod partition;
+pub mod placement;
 pub mod policy;
 pub mod record;
 pub mod snapshot;
@@ -45,6 +47,7 @@ pub use features::{FEATURE_COUNT, FEATURE_NAMES, FeatureRow, Features};
 pub use geo::{CellId, Geo, RegionId};
 pub use model::{FormulaModel, ModelError, PriceModel};
 pub use partition::PartitionState;
+pub use placement::{Move, Placement};
 pub use policy::{Guardrail, Multiplier, Policy, PolicyParams};
 pub use record::{
     DemandKind, DriverStatus, RawDemandEvent, RawDriverLocation, RawRecord, Reason, RejectCounts,

@@ -224,27 +224,47 @@ impl Shard {
 
     /// Every active cell as a plain image (snapshots), in slot order.
     pub fn export(&self) -> Vec<crate::snapshot::CellImage> {
-        self.cells
-            .iter()
-            .zip(&self.summaries)
-            .map(|(c, s)| crate::snapshot::CellImage {
-                cell: c.id.as_u64(),
-                buckets: c
-                    .buckets
-                    .iter()
-                    .map(|b| crate::snapshot::BucketImage {
-                        index: b.index,
-                        requests: b.requests,
-                        checks: b.checks,
-                        drivers: b.drivers.iter().map(|d| d.0).collect(),
-                        closed: b.closed,
-                    })
-                    .collect(),
-                supply: s.supply,
-                requests_5m: s.requests_5m,
-                multiplier: s.multiplier.twentieths(),
-            })
-            .collect()
+        (0..self.cells.len()).map(|s| self.image(s)).collect()
+    }
+
+    /// Removes the cells `take` selects and returns them as images (a
+    /// region moving to another shard between two ticks: the other shard
+    /// [`Self::import`]s them).
+    pub fn extract<F>(&mut self, take: F) -> Vec<crate::snapshot::CellImage>
+    where
+        F: Fn(CellId) -> bool,
+    {
+        let slots: Vec<usize> = (0..self.cells.len())
+            .filter(|&s| take(self.cells[s].id))
+            .collect();
+        let images = slots.iter().map(|&s| self.image(s)).collect();
+        // Highest slot first: `remove` moves the last cell into the freed
+        // slot, and every selected slot above this one is already gone.
+        for &s in slots.iter().rev() {
+            self.remove(s);
+        }
+        images
+    }
+
+    fn image(&self, slot: usize) -> crate::snapshot::CellImage {
+        let (c, s) = (&self.cells[slot], &self.summaries[slot]);
+        crate::snapshot::CellImage {
+            cell: c.id.as_u64(),
+            buckets: c
+                .buckets
+                .iter()
+                .map(|b| crate::snapshot::BucketImage {
+                    index: b.index,
+                    requests: b.requests,
+                    checks: b.checks,
+                    drivers: b.drivers.iter().map(|d| d.0).collect(),
+                    closed: b.closed,
+                })
+                .collect(),
+            supply: s.supply,
+            requests_5m: s.requests_5m,
+            multiplier: s.multiplier.twentieths(),
+        }
     }
 
     /// Adds the cells of [`Self::export`] images (of this shard or of

@@ -1,10 +1,13 @@
 //! The actor pipeline's decisions equal the reference `Engine`'s on the
-//! same simulated log (with every kind of noise), for 1, 2 and 7 shards.
+//! same simulated log (with every kind of noise), for 1, 2 and 7 shards,
+//! with the hash placement and with regions moving between shards.
 
 use std::sync::Arc;
 
 use primetime::config::ServiceConfig;
-use primetime::pipeline::{CollectSink, Input, InputRecord, Poll};
+use primetime::pipeline::{
+    CollectSink, Input, InputRecord, PipelineOptions, PlacementOptions, Poll,
+};
 use primetime::replay;
 use primetime_core::{Engine, FormulaModel, IngestTime, PriceModel};
 
@@ -85,6 +88,15 @@ fn check_equal(
     partitions: u32,
     model: &dyn Fn() -> Arc<dyn PriceModel + Send + Sync>,
 ) {
+    check_equal_placed(records, partitions, model, None);
+}
+
+fn check_equal_placed(
+    records: &[SimRecord],
+    partitions: u32,
+    model: &dyn Fn() -> Arc<dyn PriceModel + Send + Sync>,
+    placement: Option<PlacementOptions>,
+) {
     let service = ServiceConfig {
         batch_size: 512,
         mailbox: 4,
@@ -114,7 +126,13 @@ fn check_equal(
             per_poll: if workers > 1 { 20_000 } else { 1_000 },
         };
         let sink = CollectSink::default();
-        let summary = replay::run(&config, input, sink.clone(), model()).expect("replay");
+        let options = PipelineOptions {
+            ingest_workers: config.ingest_workers,
+            placement,
+            ..PipelineOptions::sized(config.shards, config.mailbox, config.batch_size)
+        };
+        let summary = replay::run_with_options(&config, options, input, sink.clone(), model())
+            .expect("replay");
         let got: Vec<String> = sink
             .0
             .lock()
@@ -131,7 +149,7 @@ fn check_equal(
                 .position(|(a, b)| a != b)
                 .unwrap_or(got.len().min(expected.len()));
             panic!(
-                "{shards} shards, {workers} ingest workers: {} decisions vs {} from the engine; first difference at {first}:\n actors: {:?}\n engine: {:?}",
+                "{shards} shards, {workers} ingest workers, placement {placement:?}: {} decisions vs {} from the engine; first difference at {first}:\n actors: {:?}\n engine: {:?}",
                 got.len(),
                 expected.len(),
                 got.get(first),
@@ -157,6 +175,27 @@ fn actors_equal_the_reference_engine_for_1_2_and_7_shards() {
 }
 
 #[test]
+fn actors_equal_the_reference_engine_while_regions_move_every_tick() {
+    let (records, partitions) = simulated(12);
+    let fallback = ServiceConfig::default().core.policy.fallback;
+    let formula = || -> Arc<dyn PriceModel + Send + Sync> { Arc::new(FormulaModel::new(fallback)) };
+    // Forced: every other active region moves to the next shard after
+    // every tick (with 1 shard nothing can move).
+    let forced = PlacementOptions {
+        every_ticks: 1,
+        force_moves: true,
+        ..PlacementOptions::default()
+    };
+    check_equal_placed(&records, partitions, &formula, Some(forced));
+    // The load rule, planning every 2 ticks.
+    let by_load = PlacementOptions {
+        every_ticks: 2,
+        ..PlacementOptions::default()
+    };
+    check_equal_placed(&records, partitions, &formula, Some(by_load));
+}
+
+#[test]
 fn actors_equal_the_reference_engine_with_the_onnx_model() {
     let (records, partitions) = simulated(8);
     let model = primetime_model::load(&model_path()).expect("the committed model loads");
@@ -178,6 +217,22 @@ impl primetime::pipeline::SnapshotSink for Snapshots {
 
 #[test]
 fn a_pipeline_restored_from_any_snapshot_continues_with_the_same_decisions() {
+    restored_snapshots_continue(None);
+}
+
+#[test]
+fn snapshots_taken_while_regions_move_restore_to_the_same_decisions() {
+    // Moves after every tick, snapshots every 3: the cut sees regions off
+    // their hash shard; the restored pipeline (hash placement, then its
+    // own moves) continues with the same decisions.
+    restored_snapshots_continue(Some(PlacementOptions {
+        every_ticks: 1,
+        force_moves: true,
+        ..PlacementOptions::default()
+    }));
+}
+
+fn restored_snapshots_continue(placement: Option<PlacementOptions>) {
     let (records, partitions) = simulated(12);
     let config = ServiceConfig {
         shards: 3,
@@ -199,6 +254,7 @@ fn a_pipeline_restored_from_any_snapshot_continues_with_the_same_decisions() {
                 sink: s,
             }),
             restore,
+            placement,
             ..primetime::pipeline::PipelineOptions::sized(
                 config.shards,
                 config.mailbox,

@@ -50,6 +50,7 @@ pub(super) struct Clock<S> {
     /// A tick was left unpublished because the source stopped: the clock
     /// ends (it must never fire that tick again: the shards applied it).
     halted: bool,
+    placement: Option<super::placement::ClockPlacement>,
 }
 
 /// The clock's side of consistent snapshots: when to cut, and the channel
@@ -77,6 +78,8 @@ pub(super) struct ClockOptions {
     /// fires (which also stamps later records after it); a tick waits
     /// until the log can answer for it.
     pub controls: Option<Arc<dyn crate::controls::Controls>>,
+    /// Load-aware placement: ask the source for moves between ticks.
+    pub placement: Option<super::placement::ClockPlacement>,
 }
 
 /// Where a restored clock starts: after `tick`, with the boundary
@@ -114,6 +117,7 @@ impl<S: Sink> Clock<S> {
             controls: options.controls,
             source_rx: None,
             halted: false,
+            placement: options.placement,
         }
     }
 
@@ -241,6 +245,9 @@ impl<S: Sink> Clock<S> {
             }
             self.next_tick = Some(k.next());
             self.snapshot(k).await;
+            if let Some(p) = &self.placement {
+                p.after_tick(k, &mut self.boundary).await;
+            }
             if self.active_cells == 0 {
                 if wm == Watermark::MAX {
                     return Ok(());

@@ -9,6 +9,8 @@
 //! - [`clock`]: the tick coordinator; fires `Tick(k)` on every shard once
 //!   the service watermark passes it, exchanges boundary-cell summaries
 //!   between ticks and hands each tick's decisions to a [`Sink`].
+//! - [`placement`]: load-aware region → shard routing; regions move
+//!   between shards only between two ticks, with their cells.
 //! - [`exchange`]: the same exchange across instances that split the input
 //!   partitions ([`BoundaryExchange`], over Kafka in `serve`).
 //!
@@ -22,6 +24,7 @@
 pub mod clock;
 pub mod exchange;
 pub mod lockstep;
+pub mod placement;
 pub mod shard;
 pub mod snapshot;
 pub mod source;
@@ -36,6 +39,7 @@ pub use crate::sinks::{CollectSink, Sink};
 pub use clock::ClockSummary;
 pub use exchange::BoundaryExchange;
 pub use lockstep::{Lockstep, Round};
+pub use placement::PlacementOptions;
 use shard::ShardActor;
 pub use snapshot::{PipelineImage, SnapshotOptions, SnapshotSink};
 pub use source::{CommitOffset, Input, InputRecord, Poll, SourceSummary};
@@ -84,6 +88,8 @@ pub struct PipelineOptions {
     pub lockstep: Option<Arc<Lockstep>>,
     /// Operator controls: each tick prices under the log's set for it.
     pub controls: Option<Arc<dyn crate::controls::Controls>>,
+    /// Load-aware placement of regions on shards (`None`: the hash).
+    pub placement: Option<PlacementOptions>,
 }
 
 impl PipelineOptions {
@@ -102,6 +108,7 @@ impl PipelineOptions {
             publish_from: None,
             lockstep: None,
             controls: None,
+            placement: None,
         }
     }
 }
@@ -135,6 +142,16 @@ impl Pipeline {
             // the source published: a closed loop runs in one instance.
             anyhow::bail!("a closed-loop (lockstep) pipeline cannot exchange with other instances");
         }
+        if options.placement.is_some() && options.exchange.is_some() {
+            // Other instances compute boundary cells from the hash
+            // ownership of this instance's shards: not moved yet.
+            anyhow::bail!("load-aware placement runs in one instance only (no exchange)");
+        }
+        if options.placement.is_some() && options.lockstep.is_some() {
+            // A closed-loop input waits in `poll` for the settled tick
+            // while the clock would wait for the source's moves.
+            anyhow::bail!("load-aware placement cannot run a closed-loop (lockstep) pipeline");
+        }
         let geo = primetime_core::Geo::new(core.price_resolution, core.region_resolution)?;
         let n = options.shards.max(1);
         let mut shards: Vec<Shard> = (0..n)
@@ -159,6 +176,7 @@ impl Pipeline {
         let (arbiters, addrs) = start_shards(shards, &setup);
         let (progress_tx, progress_rx) = watch::channel(source::Progress::default());
         let (snapshots, cuts) = snapshot_channel(options.snapshots.as_ref());
+        let (clock_placement, source_placement) = placement_channel(options.placement, n);
         let clock_options = clock::ClockOptions {
             bucket_ms: core.bucket_ms,
             exchange: options.exchange.clone(),
@@ -167,6 +185,7 @@ impl Pipeline {
             publish_from: options.publish_from,
             lockstep: options.lockstep.clone(),
             controls: options.controls.clone(),
+            placement: clock_placement,
         };
         let clock = clock::Clock::new(addrs.clone(), sink, Arc::clone(&metrics), clock_options);
         let clock = actix_rt::spawn(clock.run(progress_rx));
@@ -179,6 +198,7 @@ impl Pipeline {
             cuts,
             restore: options.restore.as_deref(),
             lockstep: options.lockstep.clone(),
+            placement: source_placement,
         };
         let src = source::Source::new(core, addrs, source_options);
         let source = std::thread::Builder::new()
@@ -226,6 +246,30 @@ fn snapshot_channel(
         cuts: tx,
     };
     (Some(snapshots), Some(rx))
+}
+
+/// The clock's and the source's ends of placement (none without it): the
+/// clock asks for moves after a tick and waits for the answer.
+fn placement_channel(
+    options: Option<PlacementOptions>,
+    shards: usize,
+) -> (
+    Option<placement::ClockPlacement>,
+    Option<placement::SourcePlacement>,
+) {
+    let Some(options) = options else {
+        return (None, None);
+    };
+    // Unbounded, but the clock sends one request at a time and waits.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let clock = placement::ClockPlacement {
+        every_ticks: options.every_ticks,
+        requests: tx,
+    };
+    (
+        Some(clock),
+        Some(placement::SourcePlacement::new(shards, options, rx)),
+    )
 }
 
 /// Imports an image's cells into the shards that own them (the shard count

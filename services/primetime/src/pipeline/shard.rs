@@ -9,9 +9,10 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use actix::{Actor, Context, Handler, Message, MessageResult};
 use primetime_core::record::ValidEvent;
+use primetime_core::snapshot::CellImage;
 use primetime_core::{
-    CellId, Geo, Policy, PolicyParams, PriceDecision, PriceModel, Shard, Summary, Tick, TickPricer,
-    TickRow, shard_of,
+    CellId, Geo, Move, Placement, Policy, PolicyParams, PriceDecision, PriceModel, Shard, Summary,
+    Tick, TickPricer, TickRow,
 };
 use rustc_hash::FxHashMap;
 
@@ -31,6 +32,31 @@ pub struct EventBatch {
 #[rtype(result = "()")]
 pub struct Barrier {
     pub reply: tokio::sync::oneshot::Sender<Vec<primetime_core::snapshot::CellImage>>,
+}
+
+/// A region moving away (between two ticks, see [`super::placement`]):
+/// remove its cells and send them on `reply`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Extract {
+    pub moves: Vec<Move>,
+    pub reply: tokio::sync::oneshot::Sender<Extracted>,
+}
+
+/// The cells of moving regions, and the summaries of the cells staying
+/// here that are next to them (boundary cells from now on).
+#[derive(Debug, Default)]
+pub struct Extracted {
+    pub cells: Vec<CellImage>,
+    pub neighbours: Vec<(CellId, Summary)>,
+}
+
+/// A region moving here: its cells, as [`Extract`] returned them.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Import {
+    pub moves: Vec<Move>,
+    pub cells: Vec<CellImage>,
 }
 
 /// The tick `k-1` summaries of every boundary cell of every shard.
@@ -63,7 +89,8 @@ pub struct TickReport {
 /// What every shard of a pipeline shares (cloned into each).
 #[derive(Clone)]
 pub struct ShardSetup {
-    /// Number of shards: a region belongs to `shard_of(region, shards)`.
+    /// Number of shards: a region belongs to `shard_of(region, shards)`
+    /// unless the placement moved it.
     pub shards: usize,
     pub geo: Geo,
     /// Guardrails each shard's pricer applies.
@@ -84,6 +111,10 @@ pub struct ShardActor {
     pricer: TickPricer,
     setup: ShardSetup,
     rows: Vec<TickRow>,
+    /// Which regions are this shard's: the hash, updated by the moves
+    /// that reach this shard (moves between two other shards do not
+    /// change what this one owns).
+    placement: Placement,
 }
 
 impl ShardActor {
@@ -92,6 +123,7 @@ impl ShardActor {
             index,
             shard,
             pricer: TickPricer::new(Policy::new(setup.policy), setup.model.version()),
+            placement: Placement::new(setup.shards),
             setup,
             rows: Vec::new(),
         }
@@ -101,6 +133,7 @@ impl ShardActor {
     /// reads as neighbours at the next tick.
     fn boundary(&self) -> Vec<(CellId, Summary)> {
         let (geo, me, n) = (self.setup.geo, self.index, self.setup.shards);
+        let placement = &self.placement;
         match &self.setup.exchange {
             Some(x) => {
                 // Cells next to another shard's or another instance's
@@ -111,13 +144,13 @@ impl ShardActor {
                     *owner
                         .borrow_mut()
                         .entry(r)
-                        .or_insert_with(|| shard_of(r, n) != me || x.is_foreign(r))
+                        .or_insert_with(|| placement.shard_of(r) != me || x.is_foreign(r))
                 })
             }
             None if n == 1 => Vec::new(),
             None => self
                 .shard
-                .boundary_summaries(|c| shard_of(geo.region_of(c), n) != me),
+                .boundary_summaries(|c| placement.shard_of(geo.region_of(c)) != me),
         }
     }
 
@@ -170,6 +203,42 @@ impl Handler<Barrier> for ShardActor {
         self.setup.metrics.mailbox_depth[self.index].fetch_sub(1, Relaxed);
         // The clock may have given up on the snapshot: nothing to do.
         let _ = barrier.reply.send(self.shard.export());
+    }
+}
+
+impl Handler<Extract> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Extract, _: &mut Context<Self>) {
+        self.setup.metrics.mailbox_depth[self.index].fetch_sub(1, Relaxed);
+        let geo = self.setup.geo;
+        let moving: rustc_hash::FxHashSet<_> = msg.moves.iter().map(|m| m.region).collect();
+        let cells = self.shard.extract(|c| moving.contains(&geo.region_of(c)));
+        for &m in &msg.moves {
+            self.placement.apply(m);
+        }
+        let neighbours = self
+            .shard
+            .boundary_summaries(|c| moving.contains(&geo.region_of(c)));
+        // The source waits for the answer; it is gone only when stopping.
+        let _ = msg.reply.send(Extracted { cells, neighbours });
+    }
+}
+
+impl Handler<Import> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Import, _: &mut Context<Self>) {
+        self.setup.metrics.mailbox_depth[self.index].fetch_sub(1, Relaxed);
+        for &m in &msg.moves {
+            self.placement.apply(m);
+        }
+        // The cells come from another shard's `extract`: distinct cells of
+        // regions this shard did not own, so this cannot fail unless the
+        // move protocol is broken.
+        if let Err(e) = self.shard.import(&msg.cells) {
+            tracing::error!(shard = self.index, error = %e, "moved region's cells refused");
+        }
     }
 }
 

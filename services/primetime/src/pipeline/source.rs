@@ -15,7 +15,8 @@ use primetime_core::{
 use tokio::sync::watch;
 
 use super::lockstep::Lockstep;
-use super::shard::{Barrier, EventBatch, ShardActor};
+use super::placement::{MoveDone, SourcePlacement, summary_of};
+use super::shard::{Barrier, EventBatch, Extract, Import, ShardActor};
 use super::snapshot::{CutRequest, PipelineImage, SourceCut, SourcePartitionImage};
 use crate::metrics::Metrics;
 
@@ -256,6 +257,8 @@ pub(super) struct SourceOptions<'a> {
     pub restore: Option<&'a PipelineImage>,
     /// Tell a closed-loop input's lockstep what was published.
     pub lockstep: Option<Arc<Lockstep>>,
+    /// Route by a load-aware table instead of the hash.
+    pub placement: Option<SourcePlacement>,
 }
 
 pub(super) struct Source {
@@ -278,6 +281,7 @@ pub(super) struct Source {
     /// The newest durable tick whose commits were made.
     committed_tick: Option<Tick>,
     lockstep: Option<Arc<Lockstep>>,
+    placement: Option<SourcePlacement>,
 }
 
 impl Source {
@@ -313,6 +317,7 @@ impl Source {
             restore: restore.map(|i| i.partitions.clone()).unwrap_or_default(),
             committed_tick: None,
             lockstep: options.lockstep,
+            placement: options.placement,
         }
     }
 
@@ -325,6 +330,7 @@ impl Source {
             // Between polls every batch is enqueued and the progress
             // published: a consistent place to cut.
             self.serve_cuts(&slots, &input)?;
+            self.serve_moves()?;
             records.clear();
             let poll = input.poll(&mut records)?;
             if poll == Poll::Stop {
@@ -424,7 +430,11 @@ impl Source {
                 self.metrics.accepted.fetch_add(1, Relaxed);
                 let b = bucket_of(event.time.0, self.bucket_ms);
                 self.progress.min_bucket = Some(self.progress.min_bucket.map_or(b, |m| m.min(b)));
-                let shard = shard_of(self.geo.region_of(event.cell), self.shards.len());
+                let region = self.geo.region_of(event.cell);
+                let shard = match &mut self.placement {
+                    Some(p) => p.route(region),
+                    None => shard_of(region, self.shards.len()),
+                };
                 self.batches[shard].push(event);
                 if self.batches[shard].len() >= self.batch_size {
                     self.flush(shard)?;
@@ -542,6 +552,55 @@ impl Source {
                 partitions: parts,
                 cells,
             });
+        }
+        Ok(())
+    }
+
+    /// Answers the clock's move requests (see [`super::placement`]): each
+    /// move's cells leave the old shard behind every batch sent to it and
+    /// enter the new one before any event routed there after the move.
+    fn serve_moves(&mut self) -> anyhow::Result<()> {
+        let Some(mut placement) = self.placement.take() else {
+            return Ok(());
+        };
+        let result = self.serve_moves_with(&mut placement);
+        self.placement = Some(placement);
+        result
+    }
+
+    fn serve_moves_with(&mut self, placement: &mut SourcePlacement) -> anyhow::Result<()> {
+        let requests: Vec<_> = placement.requests.try_iter().collect();
+        for req in requests {
+            let moves = placement.plan();
+            let mut summaries = Vec::new();
+            for m in moves {
+                // Every batch is flushed between polls; be sure anyway.
+                self.flush(m.from)?;
+                let (reply, rx) = tokio::sync::oneshot::channel();
+                self.send(
+                    m.from,
+                    Extract {
+                        moves: vec![m],
+                        reply,
+                    },
+                )?;
+                let Ok(out) = rx.blocking_recv() else {
+                    anyhow::bail!("shard {} stopped during a move", m.from);
+                };
+                summaries.extend(out.cells.iter().filter_map(summary_of));
+                summaries.extend(out.neighbours);
+                self.send(
+                    m.to,
+                    Import {
+                        moves: vec![m],
+                        cells: out.cells,
+                    },
+                )?;
+                placement.table.apply(m);
+            }
+            tracing::debug!(tick = req.tick.0, "placement moves served");
+            // The clock may be gone (stopping): nothing to tell.
+            let _ = req.reply.send(MoveDone { summaries });
         }
         Ok(())
     }
