@@ -97,7 +97,8 @@ struct BenchArgs {
     #[arg(long)]
     quality: Option<PathBuf>,
     /// A model card (`models/<version>.card.json`) to record the model's
-    /// benchmark outcomes in, under `market_benchmark`.
+    /// benchmark outcomes in, under `market_benchmark` (the card is
+    /// rewritten with its keys in alphabetical order).
     #[arg(long)]
     card: Option<PathBuf>,
     /// A candidate ONNX model, run beside `--model` on the same runs and
