@@ -247,7 +247,9 @@ fn run_bench(args: &BenchArgs) -> Result<()> {
     }
     println!(
         "{} runs in {wall_s:.1} s on {} threads; wrote {} and {}",
-        opts.seeds as usize * opts.scenarios.len() * opts.policies.len(),
+        opts.seeds as usize
+            * opts.scenarios.len()
+            * (opts.policies.len() + usize::from(opts.candidate.is_some())),
         opts.threads,
         written.json.display(),
         written.quality.display()
