@@ -21,28 +21,63 @@ use primetime_e2e::{
     Broker, Record, Service, create_topic, eventually, read_topic, set_topic_configs, unique,
 };
 
+/// A broker whose prices topic refuses every record, `minutes` of the
+/// simulated city published to its inputs, and the reference engine's
+/// answer for them.
+struct Refusing {
+    broker: Broker,
+    dir: tempfile::TempDir,
+    topics: Topics,
+    group: String,
+    config: std::path::PathBuf,
+    inputs: Vec<(String, Vec<Record>)>,
+    expected: common::Reference,
+}
+
+impl Refusing {
+    fn start(group: &str, minutes: u32) -> Self {
+        let broker = Broker::start();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let topics = Topics::new();
+        let group = unique(group);
+        let config = write_config(dir.path(), &broker.addr, &topics, &group, minutes, 1_500);
+        // Smaller than a record batch's header: every produce is refused
+        // with MESSAGE_TOO_LARGE, a permanent error librdkafka does not retry.
+        create_topic(
+            &broker.addr,
+            &topics.prices,
+            2,
+            &[("cleanup.policy", "compact"), ("max.message.bytes", "64")],
+        );
+        publish(&broker, &config, minutes);
+        let inputs: Vec<(String, Vec<Record>)> = [&topics.drivers, &topics.demand]
+            .iter()
+            .map(|t| ((*t).clone(), read_topic(&broker.addr, t)))
+            .collect();
+        let expected = reference(&config, &topics, &inputs);
+        Self {
+            broker,
+            dir,
+            topics,
+            group,
+            config,
+            inputs,
+            expected,
+        }
+    }
+}
+
 #[test]
 fn a_refused_price_is_not_committed_past_and_is_published_after_recovery() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let topics = Topics::new();
-    let group = unique("failed-send-group");
-    let minutes = 4;
-    let config = write_config(dir.path(), &broker.addr, &topics, &group, minutes, 1_500);
-    // Smaller than a record batch's header: every produce is refused with
-    // MESSAGE_TOO_LARGE, a permanent error librdkafka does not retry.
-    create_topic(
-        &broker.addr,
-        &topics.prices,
-        2,
-        &[("cleanup.policy", "compact"), ("max.message.bytes", "64")],
-    );
-    publish(&broker, &config, minutes);
-    let inputs: Vec<(String, Vec<Record>)> = [&topics.drivers, &topics.demand]
-        .iter()
-        .map(|t| ((*t).clone(), read_topic(&broker.addr, t)))
-        .collect();
-    let expected = reference(&config, &topics, &inputs);
+    let Refusing {
+        broker,
+        dir,
+        topics,
+        group,
+        config,
+        inputs,
+        expected,
+    } = Refusing::start("failed-send-group", 4);
 
     let mut service = Service::start(&config, &dir.path().join("service.log"), &[]);
     let fired = eventually(Duration::from_secs(120), || {
@@ -108,24 +143,15 @@ const STOP_WITHIN: Duration = Duration::from_secs(10);
 
 #[test]
 fn sigterm_while_the_broker_refuses_prices_stops_in_bounded_time_and_commits_nothing_past_them() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().expect("temp dir");
-    let topics = Topics::new();
-    let group = unique("refused-stop-group");
-    let minutes = 3;
-    let config = write_config(dir.path(), &broker.addr, &topics, &group, minutes, 1_500);
-    create_topic(
-        &broker.addr,
-        &topics.prices,
-        2,
-        &[("cleanup.policy", "compact"), ("max.message.bytes", "64")],
-    );
-    publish(&broker, &config, minutes);
-    let inputs: Vec<(String, Vec<Record>)> = [&topics.drivers, &topics.demand]
-        .iter()
-        .map(|t| ((*t).clone(), read_topic(&broker.addr, t)))
-        .collect();
-    let expected = reference(&config, &topics, &inputs);
+    let Refusing {
+        broker,
+        dir,
+        topics,
+        group,
+        config,
+        inputs,
+        expected,
+    } = Refusing::start("refused-stop-group", 3);
     let first_decision = first_decision(&expected);
 
     let mut service = Service::start(&config, &dir.path().join("service-1.log"), &[]);
