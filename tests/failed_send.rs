@@ -6,6 +6,10 @@
 //! prices are published, the offsets reach the ends of the logs, and the
 //! prices topic equals the reference engine.
 //!
+//! With Redis snapshots on, a snapshot is stored only once every tick up
+//! to it is acknowledged: a service killed (`kill -9`) while the topic
+//! refuses restores a tick before the refused ones, and publishes them.
+//!
 //! And a service asked to stop (SIGTERM) while the topic refuses: it exits
 //! within [`STOP_WITHIN`] with status 1 naming the ticks never
 //! acknowledged (the documented rule: 0 only when every fired tick's prices
@@ -18,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use common::{Topics, publish, published_without_conflicts, reference, tick, write_config};
 use primetime_e2e::{
-    Broker, Record, Service, create_topic, eventually, read_topic, set_topic_configs, unique,
+    Broker, Record, Service, TestRedis, create_topic, eventually, read_topic, set_topic_configs,
+    unique,
 };
 
 /// A broker whose prices topic refuses every record, `minutes` of the
@@ -134,6 +139,89 @@ fn a_refused_price_is_not_committed_past_and_is_published_after_recovery() {
     );
     let status = service.terminate();
     assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn with_redis_snapshots_a_refused_price_survives_a_kill_9() {
+    let Refusing {
+        broker,
+        dir,
+        topics,
+        group,
+        config,
+        inputs,
+        expected,
+    } = Refusing::start("refused-snapshot-group", 4);
+    let first_decision = first_decision(&expected);
+    // Held for the test: a private Redis unless PRIMETIME_TEST_REDIS is set.
+    let redis = TestRedis::start();
+    let prefix = unique("refused-snapshots");
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}\"\nsnapshot_every_ticks = 1\nsnapshot_keep = 4\n",
+        redis.url
+    ));
+    std::fs::write(&config, text).expect("config");
+
+    let mut service = Service::start(&config, &dir.path().join("service-1.log"), &[]);
+    let refused = eventually(Duration::from_secs(120), || {
+        let fired = tick(&service).is_some_and(|t| t >= expected.last_data_tick);
+        (fired && service.log_text().contains("kafka delivery failed")).then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "ticks did not reach {} with refused prices; log:\n{}",
+        expected.last_data_tick,
+        service.log_text()
+    );
+    // Long enough for snapshots of the fired ticks to be stored, were
+    // they not held back.
+    std::thread::sleep(Duration::from_secs(3));
+    let stored = snapshot_ticks(&redis.url, &prefix, &group);
+    assert!(
+        stored.iter().all(|&t| t < first_decision),
+        "snapshots stored at ticks {stored:?}, at or after the refused tick {first_decision}"
+    );
+    service.kill9();
+    assert_nothing_committed_or_published_past(&broker, &topics, &group, first_decision);
+    eprintln!(
+        "kill -9 with every price refused: snapshots only at ticks {stored:?} (before the \
+         refused tick {first_decision}), no commit past tick {}",
+        first_decision - 1
+    );
+
+    set_topic_configs(
+        &broker.addr,
+        &topics.prices,
+        &[
+            ("cleanup.policy", "compact"),
+            ("max.message.bytes", "1048588"),
+        ],
+    );
+    let mut service = Service::start(&config, &dir.path().join("service-2.log"), &[]);
+    restarted_publishes_everything(&broker, &topics, &group, &inputs, &expected, &service);
+    let status = service.terminate();
+    assert!(status.success(), "exit status {status}");
+}
+
+/// The ticks of the snapshots stored in Redis for `group`, every partition.
+fn snapshot_ticks(url: &str, prefix: &str, group: &str) -> Vec<i64> {
+    let mut c = redis::Client::open(url)
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+        .expect("redis connection");
+    let mut ticks: Vec<i64> = (0..common::PARTITIONS)
+        .flat_map(|p| {
+            redis::cmd("ZRANGE")
+                .arg(format!("{prefix}:snap:{group}:{p}"))
+                .arg(0)
+                .arg(-1)
+                .query::<Vec<i64>>(&mut c)
+                .expect("ZRANGE")
+        })
+        .collect();
+    ticks.sort_unstable();
+    ticks.dedup();
+    ticks
 }
 
 /// How long a service asked to stop may take while the broker refuses its

@@ -1,10 +1,19 @@
 //! The snapshot writer: a thread (`primetime-snapshots`) that encodes each
 //! pipeline image into parts and queues them in the Redis store, off the
 //! clock's reactor.
+//!
+//! A snapshot at tick `S` is stored only once the prices of every tick up
+//! to `S` are acknowledged (the publisher's durable tick reached `S`): a
+//! restore from `S` publishes only ticks after `S`, so a stored snapshot
+//! must never cover a tick whose prices the broker refused or has not yet
+//! taken (issue 16: no price lost on a failed send). An image waits on
+//! this thread for that; if the service stops first, it is dropped.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::Duration;
 
 use primetime_core::Geo;
 
@@ -24,7 +33,14 @@ pub struct WriterOptions {
     /// See [`super::fingerprint`].
     pub fingerprint: u64,
     pub metrics: Arc<Metrics>,
+    /// The newest tick whose prices (and every earlier tick's) are
+    /// acknowledged (`i64::MIN`: none): a snapshot waits for it.
+    pub durable: Arc<AtomicI64>,
 }
+
+/// How often a waiting image checks the durable tick: acknowledgements
+/// usually follow a tick within milliseconds.
+const DURABLE_POLL: Duration = Duration::from_millis(20);
 
 /// Hands snapshots to a thread that encodes and stores them.
 pub struct SnapshotWriter {
@@ -33,8 +49,9 @@ pub struct SnapshotWriter {
 
 impl SnapshotWriter {
     pub fn start(state: WriterOptions) -> std::io::Result<Self> {
-        // One waiting image at most: a writer that falls behind skips
-        // snapshots rather than queueing memory.
+        // One image in the channel and one waiting for its prices to be
+        // acknowledged, at most: a writer that falls behind (or a broker
+        // that refuses prices) skips snapshots rather than queueing memory.
         let (image_tx, image_rx) = std::sync::mpsc::sync_channel::<PipelineImage>(1);
         // Encoding a large image takes milliseconds: its own thread keeps
         // it off the clock's reactor.
@@ -46,9 +63,50 @@ impl SnapshotWriter {
 }
 
 fn run(state: &WriterOptions, image_rx: Receiver<PipelineImage>) {
-    for image in image_rx {
-        write(state, &image);
+    // The image waiting for its prices to be acknowledged, if any.
+    let mut pending: Option<PipelineImage> = None;
+    loop {
+        let received = match &pending {
+            None => image_rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            // Polls the durable tick while it waits.
+            Some(_) => image_rx.recv_timeout(DURABLE_POLL),
+        };
+        match received {
+            Ok(image) if pending.is_some() => skipped(&image, "the previous one waits"),
+            Ok(image) => pending = Some(image),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                if let Some(image) = pending.take() {
+                    store_if_durable(state, &image);
+                }
+                return;
+            }
+        }
+        if pending
+            .as_ref()
+            .is_some_and(|i| state.durable.load(Acquire) >= i.tick.0)
+        {
+            if let Some(image) = pending.take() {
+                write(state, &image);
+            }
+        }
     }
+}
+
+/// At shutdown: stores `image` only if its ticks are acknowledged.
+fn store_if_durable(state: &WriterOptions, image: &PipelineImage) {
+    if state.durable.load(Acquire) >= image.tick.0 {
+        write(state, image);
+    } else {
+        tracing::info!(
+            tick = image.tick.0,
+            "snapshot not stored: the service stopped before its prices were acknowledged"
+        );
+    }
+}
+
+fn skipped(image: &PipelineImage, why: &str) {
+    tracing::warn!(tick = image.tick.0, "snapshot skipped: {why}");
 }
 
 fn write(state: &WriterOptions, image: &PipelineImage) {
@@ -75,10 +133,7 @@ fn write(state: &WriterOptions, image: &PipelineImage) {
 impl SnapshotSink for SnapshotWriter {
     fn write(&self, image: PipelineImage) {
         if let Err(TrySendError::Full(image)) = self.image_tx.try_send(image) {
-            tracing::warn!(
-                tick = image.tick.0,
-                "snapshot skipped: the previous one is still being written"
-            );
+            skipped(&image, "the previous one is still being written");
         }
     }
 }

@@ -4,6 +4,7 @@
 //! read from the committed offsets. Each epoch's decisions go to the
 //! in-memory table, the prices topic and (optionally) Redis, in that order.
 
+use primetime_core::Watermark;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -183,6 +184,7 @@ fn snapshot_options(
             per_topic: clients.per_topic,
             fingerprint,
             metrics: Arc::clone(&parts.metrics),
+            durable: clients.publisher.durable_tick(),
         })?),
     }))
 }
@@ -262,11 +264,15 @@ async fn run_epoch(
         TableSink::new(Arc::clone(&parts.table)),
         (sink.clone(), clients.store.clone().map(RedisPriceSink::new)),
     );
+    let mut input = clients.source.input(start);
+    if let Some(image) = &options.restore {
+        input = input.resumed_at(Watermark(image.watermark));
+    }
     let pipeline = Pipeline::start(
         &config.core,
         &options,
         Arc::clone(&parts.model),
-        clients.source.input(start),
+        input,
         sinks,
         Arc::clone(&parts.metrics),
     )?;

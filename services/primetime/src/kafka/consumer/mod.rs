@@ -329,6 +329,18 @@ pub struct KafkaInput {
 }
 
 impl KafkaInput {
+    /// An epoch restored from a snapshot whose service watermark was
+    /// `watermark`: until a record is read, the ingest clock starts there
+    /// (as if a record had arrived `idle_timeout` after it), so a restored
+    /// epoch at the end of every log still fires its remaining ticks once
+    /// every partition is idle, instead of holding until new input.
+    pub fn resumed_at(mut self, watermark: Watermark) -> Self {
+        let timeout = i64::try_from(self.shared.idle_timeout.as_millis()).unwrap_or(i64::MAX);
+        self.ingest_clock
+            .observe(watermark.0.saturating_add(timeout), Instant::now());
+        self
+    }
+
     fn end_epoch(&self) -> Poll {
         tracing::info!("partition assignment changed: restarting the pipeline");
         self.shared.rebalanced.store(true, Ordering::SeqCst);
