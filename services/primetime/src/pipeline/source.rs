@@ -203,34 +203,16 @@ fn check(validator: &Validator, r: &InputRecord) -> Checked {
         .map_err(|reason| (reason, String::new()))
 }
 
-/// Checks a poll's records on up to `workers` threads, in chunks that keep
-/// their order; `out[i]` is `records[i]`'s result whatever the count.
-fn check_all(
-    validator: &Validator,
-    workers: usize,
-    records: &[InputRecord],
-    out: &mut Vec<Checked>,
-) -> anyhow::Result<()> {
-    out.clear();
-    let workers = workers.min(records.len() / MIN_RECORDS_PER_WORKER).max(1);
-    if workers == 1 {
-        out.extend(records.iter().map(|r| check(validator, r)));
-        return Ok(());
-    }
-    let chunk = records.len().div_ceil(workers);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = records
-            .chunks(chunk)
-            .map(|c| scope.spawn(move || c.iter().map(|r| check(validator, r)).collect::<Vec<_>>()))
-            .collect();
-        for h in handles {
-            match h.join() {
-                Ok(part) => out.extend(part),
-                Err(_) => anyhow::bail!("an ingest worker panicked"),
-            }
-        }
-        Ok(())
-    })
+/// Records per chunk handed between the check workers and the source
+/// thread: the source starts admitting after the first chunk instead of
+/// after the whole poll, and a chunk's hand-off (one channel message) is
+/// negligible beside checking a thousand records.
+const CHUNK: usize = 1024;
+
+/// How a poll's records are checked: on the source thread, or on `n`
+/// workers while the source thread admits (see [`Source::check_and_ingest`]).
+fn check_workers(workers: usize, records: usize) -> usize {
+    workers.min(records / MIN_RECORDS_PER_WORKER).max(1)
 }
 
 /// Per input partition: its watermark and dedup state, where commits
@@ -262,7 +244,8 @@ pub(super) struct SourceOptions<'a> {
 }
 
 pub(super) struct Source {
-    validator: Validator,
+    /// Shared with the check workers of each poll.
+    validator: Arc<Validator>,
     geo: Geo,
     partition_params: primetime_core::partition::PartitionParams,
     bucket_ms: i64,
@@ -301,7 +284,11 @@ impl Source {
         };
         let geo = options.geo;
         Self {
-            validator: Validator::new(geo, core.max_future_skew_ms, core.max_event_delay_ms),
+            validator: Arc::new(Validator::new(
+                geo,
+                core.max_future_skew_ms,
+                core.max_event_delay_ms,
+            )),
             geo,
             partition_params: core.partition_params(),
             bucket_ms: core.bucket_ms,
@@ -325,7 +312,6 @@ impl Source {
     pub(super) fn run<I: Input>(mut self, mut input: I) -> anyhow::Result<SourceSummary> {
         let mut slots = self.partition_slots(input.partitions())?;
         let mut records = Vec::new();
-        let mut checked = Vec::new();
         loop {
             // Between polls every batch is enqueued and the progress
             // published: a consistent place to cut.
@@ -337,10 +323,7 @@ impl Source {
                 tracing::info!(records = self.summary.records, "source stopped");
                 return Ok(self.summary);
             }
-            check_all(&self.validator, self.ingest_workers, &records, &mut checked)?;
-            for (r, c) in records.iter().zip(checked.drain(..)) {
-                self.ingest(&mut slots, r, c, &mut input)?;
-            }
+            self.check_and_ingest(&mut slots, &records, &mut input)?;
             for shard in 0..self.shards.len() {
                 self.flush(shard)?;
             }
@@ -381,6 +364,71 @@ impl Source {
             };
         }
         Ok(slots)
+    }
+
+    /// Checks a poll's records and ingests them in order. With more than
+    /// one worker the check (decode, validation, H3: the stateless, costly
+    /// part) runs on scoped worker threads, chunk by chunk (worker `w`
+    /// takes chunks `w`, `w + n`, …), while this thread admits each chunk
+    /// as soon as it is checked: checking and admission overlap, and the
+    /// order of admission is the records' order whatever the worker count.
+    fn check_and_ingest<I: Input>(
+        &mut self,
+        slots: &mut [PartitionSlot],
+        records: &[InputRecord],
+        input: &mut I,
+    ) -> anyhow::Result<()> {
+        let workers = check_workers(self.ingest_workers, records.len());
+        let validator = Arc::clone(&self.validator);
+        if workers == 1 {
+            for r in records {
+                self.ingest(slots, r, check(&validator, r), input)?;
+            }
+            return Ok(());
+        }
+        let chunks: Vec<&[InputRecord]> = records.chunks(CHUNK).collect();
+        // One slot per chunk: a worker never waits for the source.
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..chunks.len())
+            .map(|_| std::sync::mpsc::sync_channel::<Vec<Checked>>(1))
+            .unzip();
+        std::thread::scope(|scope| {
+            let mut jobs: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+            for (i, (chunk, tx)) in chunks.iter().zip(txs).enumerate() {
+                jobs[i % workers].push((*chunk, tx));
+            }
+            let handles: Vec<_> = jobs
+                .into_iter()
+                .map(|job| {
+                    let validator = &validator;
+                    scope.spawn(move || {
+                        for (chunk, tx) in job {
+                            let checked = chunk.iter().map(|r| check(validator, r)).collect();
+                            // The source stopped early (an error): done.
+                            if tx.send(checked).is_err() {
+                                return;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            // Returning early drops the receivers left, so workers stop.
+            let admitted = (|| {
+                for (chunk, rx) in chunks.iter().zip(rxs) {
+                    let checked = rx
+                        .recv()
+                        .map_err(|_| anyhow::anyhow!("an ingest worker panicked"))?;
+                    for (r, c) in chunk.iter().zip(checked) {
+                        self.ingest(slots, r, c, input)?;
+                    }
+                }
+                anyhow::Ok(())
+            })();
+            // Joined here, so a panic is an error rather than the scope's.
+            let joined = handles.into_iter().all(|h| h.join().is_ok());
+            admitted?;
+            anyhow::ensure!(joined, "an ingest worker panicked");
+            Ok(())
+        })
     }
 
     /// One checked record, in its partition's order: admitted (dedup,
