@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use actix::Addr;
 use actix::prelude::SendError;
 use primetime_core::record::ValidEvent;
@@ -215,6 +217,20 @@ fn check_workers(workers: usize, records: usize) -> usize {
     workers.min(records / MIN_RECORDS_PER_WORKER).max(1)
 }
 
+/// Loads the dedup slot each valid event of a chunk will probe before the
+/// chunk is admitted: the loads are independent, so their cache misses
+/// overlap instead of stalling admission one event at a time (the dedup
+/// tables of a busy partition are megabytes). Admission is unchanged.
+fn prefetch_dedup(slots: &[PartitionSlot], chunk: &[InputRecord], checked: &[Checked]) {
+    let mut touched = 0u64;
+    for (r, c) in chunk.iter().zip(checked) {
+        if let (Ok(event), Some(slot)) = (c, slots.get(r.partition as usize)) {
+            touched ^= slot.state.touch(event.key);
+        }
+    }
+    std::hint::black_box(touched);
+}
+
 /// Per input partition: its watermark and dedup state, where commits
 /// stand, and whether it was idle at the last poll.
 struct PartitionSlot {
@@ -396,27 +412,31 @@ impl Source {
             for (i, (chunk, tx)) in chunks.iter().zip(txs).enumerate() {
                 jobs[i % workers].push((*chunk, tx));
             }
-            let handles: Vec<_> = jobs
+            let handles: Vec<std::thread::ScopedJoinHandle<'_, ()>> = jobs
                 .into_iter()
                 .map(|job| {
                     let validator = &validator;
-                    scope.spawn(move || {
-                        for (chunk, tx) in job {
-                            let checked = chunk.iter().map(|r| check(validator, r)).collect();
-                            // The source stopped early (an error): done.
-                            if tx.send(checked).is_err() {
-                                return;
+                    std::thread::Builder::new()
+                        .name("primetime-check".into())
+                        .spawn_scoped(scope, move || {
+                            for (chunk, tx) in job {
+                                let checked = chunk.iter().map(|r| check(validator, r)).collect();
+                                // The source stopped early (an error): done.
+                                if tx.send(checked).is_err() {
+                                    return;
+                                }
                             }
-                        }
-                    })
+                        })
                 })
-                .collect();
+                .collect::<Result<_, _>>()
+                .context("cannot start an ingest worker")?;
             // Returning early drops the receivers left, so workers stop.
             let admitted = (|| {
                 for (chunk, rx) in chunks.iter().zip(rxs) {
                     let checked = rx
                         .recv()
                         .map_err(|_| anyhow::anyhow!("an ingest worker panicked"))?;
+                    prefetch_dedup(slots, chunk, &checked);
                     for (r, c) in chunk.iter().zip(checked) {
                         self.ingest(slots, r, c, input)?;
                     }
