@@ -112,7 +112,11 @@ pub struct KafkaConfig {
     /// Record batches buffered between the polling thread and the source;
     /// when full, the consumer pauses its partitions.
     pub channel_batches: usize,
-    /// Extra librdkafka properties for every client (e.g. security).
+    /// Extra librdkafka properties for every client (e.g. security). The
+    /// group consumer's fetch sizes (`fetch.wait.max.ms`, `fetch.min.bytes`,
+    /// `fetch.max.bytes`, `max.partition.fetch.bytes`, `queued.min.messages`,
+    /// `queued.max.messages.kbytes`) given here replace the service's; its
+    /// other settings (offsets, assignment, sessions) cannot be replaced.
     pub client: BTreeMap<String, String>,
     /// How far the broker's clock may lag this host's (plus replication
     /// delay): a tick ending at `E` fires only once the controls topic was
