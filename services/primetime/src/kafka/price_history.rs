@@ -32,6 +32,7 @@
 //! tick and model of each; librdkafka's prefetch queue is capped at
 //! [`PREFETCH_KBYTES`].
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -150,6 +151,9 @@ struct Tail {
     topic: String,
     inputs: [String; 2],
     per_topic: u32,
+    /// The last committed-offsets request failed: the next failure is not
+    /// logged again (one line per outage, not one per round).
+    failing: Cell<bool>,
 }
 
 impl Tail {
@@ -179,6 +183,7 @@ impl Tail {
                 config.topics.demand.clone(),
             ],
             per_topic,
+            failing: Cell::new(false),
         })
     }
 
@@ -194,9 +199,16 @@ impl Tail {
             }
         }
         let committed = match self.group.committed_offsets(tpl, COMMITTED_TIMEOUT) {
-            Ok(c) => c,
+            Ok(c) => {
+                if self.failing.replace(false) {
+                    tracing::info!("price history tail: committed offsets read again");
+                }
+                c
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "price history tail: cannot read committed offsets");
+                if !self.failing.replace(true) {
+                    tracing::warn!(error = %e, "price history tail: cannot read committed offsets (the frontier waits)");
+                }
                 return durable;
             }
         };
