@@ -72,7 +72,7 @@ fn probe_cells(
     by_partition
         .into_iter()
         .flat_map(|(p, mut cells)| {
-            cells.sort_by(|a, b| b.0.cmp(&a.0));
+            cells.sort_by_key(|c| std::cmp::Reverse(c.0));
             cells
                 .into_iter()
                 .take(per_partition)

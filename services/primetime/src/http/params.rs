@@ -66,8 +66,8 @@ pub struct HistoryQuery {
     /// this instance knows of the cell).
     #[param(minimum = 0, maximum = 253402300799999_i64)]
     pub from: i64,
-    /// End (inclusive), ms since the Unix epoch. Default and cap: the end
-    /// of the newest fired tick. Before `from`: no changes (an empty
+    /// End (inclusive), ms since the Unix epoch. Default and cap: what
+    /// this instance knows of the cell (`known_until_ms`). Before `from`: no changes (an empty
     /// range, not an error).
     #[param(minimum = 0, maximum = 253402300799999_i64)]
     pub to: Option<i64>,
