@@ -12,20 +12,45 @@
 //! `80 + 8 × max_changes_per_cell` (592 B with the default 64, 1.65 GiB at
 //! 3 M cells). Measured (`tests/history_memory.rs`): 3 M cells with 4
 //! changes each take 235 MiB by the history's count (82 B/cell), 319 MiB of
-//! resident set (112 B/cell). Cells back at 1.0 since before the retention
-//! hold nothing.
+//! resident set (112 B/cell); `examples/history_3m.rs` (release, mimalloc):
+//! 1 change a cell 63 B/cell of resident set (181 MiB), 10 changes 132
+//! B/cell (377 MiB); a restore of a 3 M-cell topic peaks at +261 MiB (1
+//! record a cell, 2.6 s) and +445 MiB (10 a cell, 33 s), the restore's map
+//! of each cell's oldest tick included. Cells back at 1.0 since before the
+//! retention hold nothing.
 //!
 //! An answer is never a guess: a time before what is retained (before the
 //! retention, before the first tick this history saw or was restored from,
 //! or before a cell's truncated history) is [`HistoryError::Outside`]; a
-//! time after the newest tick is [`HistoryError::NotYet`].
+//! time after what is known of the cell is [`HistoryError::NotYet`].
+//!
+//! "Known up to" — the rule. By default (one process prices every cell)
+//! a cell is known up to the newest tick this history was published.
+//! With several instances (Kafka mode) a [`Reach`] is set: a cell this
+//! instance prices is known up to its newest published tick (or further,
+//! up to what the tail below has proved); another instance's cell only up
+//! to the tick `T` through which that instance's prices are proved to be
+//! in this history — its durable tick (prices acknowledged by the broker)
+//! committed with the cell's input partition, read *before* the tail
+//! reached the end the prices topic had after that (see
+//! `kafka::price_history`). A time after `T` is `NotYet` (HTTP 422
+//! `not_yet_known`, retryable): while the tail is behind, or cannot read,
+//! the answer is an error, never the last value this instance knew.
+//! Decisions fed by the tail ([`History::record_update`]) never move the
+//! newest tick: only this instance's own ticks do.
+//!
+//! Idempotent with the instance's own ticks: entries are keyed by (cell,
+//! tick) and kept in tick order, so a decision read back from the topic
+//! that was already published here replaces itself with the same value,
+//! and one read late (older than changes already kept) is inserted at its
+//! tick, never appended out of order.
 //!
 //! After a restart the history can be filled from a stream of
 //! `PriceUpdate`s (the prices topic read from `now − retention`, or the
 //! Redis price table's current state) with [`History::restore`].
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use primetime_core::{CellId, PriceDecision, Tick};
 use primetime_proto::v1::PriceUpdate;
@@ -80,10 +105,26 @@ pub enum HistoryError {
     /// answered (for this cell), if any.
     #[error("before the retained history (answered from {retained_from_ms:?} ms)")]
     Outside { retained_from_ms: Option<i64> },
-    /// After the newest fired tick (`known_until_ms`, if any).
-    #[error("after the newest fired tick (known until {known_until_ms:?} ms)")]
+    /// After what is known of the cell here (`known_until_ms`, if
+    /// anything): the newest fired tick, or for another instance's cell
+    /// the tick through which its prices are proved read (see [`Reach`]).
+    #[error("after what is known here (known until {known_until_ms:?} ms)")]
     NotYet { known_until_ms: Option<i64> },
 }
+
+/// How far a cell's decisions are known, when this history is not the one
+/// place every decision is made (Kafka mode: see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reach {
+    /// Every decision of the cell up to this tick is in the history
+    /// (`None`: nothing proved).
+    pub through: Option<Tick>,
+    /// This instance prices the cell: its own published ticks count too.
+    pub owned: bool,
+}
+
+/// Answers a cell's [`Reach`]; called on every history read, so cheap.
+pub type ReachFn = Box<dyn Fn(CellId) -> Reach + Send + Sync>;
 
 /// One decision as the history knows it.
 #[derive(Debug, Clone, PartialEq)]
@@ -117,8 +158,8 @@ struct CellHistory {
 const SHARDS: usize = 64;
 
 /// The history of every cell. Written by the price table's one writer (the
-/// clock), read by HTTP handlers.
-#[derive(Debug)]
+/// clock) and, in Kafka mode, the prices topic's tail; read by HTTP
+/// handlers.
 pub struct History {
     bucket_ms: i64,
     retention_ticks: i64,
@@ -141,6 +182,19 @@ pub struct History {
     /// resumed pipeline may hold decisions this history never saw (Kafka
     /// mode before the restore), when such times answer `Outside`.
     unseen_are_unpriced: AtomicBool,
+    /// Set once in Kafka mode: how far each cell is known (see [`Reach`]);
+    /// unset, every cell is known up to `newest`.
+    reach: OnceLock<ReachFn>,
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("History")
+            .field("bucket_ms", &self.bucket_ms)
+            .field("newest", &self.newest.load(Relaxed))
+            .field("reach", &self.reach.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl History {
@@ -156,7 +210,43 @@ impl History {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
             models: RwLock::default(),
             unseen_are_unpriced: AtomicBool::new(true),
+            reach: OnceLock::new(),
         }
+    }
+
+    /// Bounds what is answered per cell (Kafka mode; see [`Reach`]). Set
+    /// before any restore: from then on, restored and tailed decisions do
+    /// not move the newest tick. A second call is ignored (`false`).
+    pub fn set_reach(&self, reach: ReachFn) -> bool {
+        self.reach.set(reach).is_ok()
+    }
+
+    /// Answers start at `tick` at the latest: every cell's decisions from
+    /// it on are known (a tail proved them; used when nothing was
+    /// restored).
+    pub fn cover_from(&self, tick: Tick) {
+        self.covered_from.fetch_min(tick.0, Relaxed);
+    }
+
+    /// The newest tick whose decisions for `cell` are all known here.
+    fn known_tick(&self, cell: CellId) -> Option<i64> {
+        let newest = self.newest.load(Relaxed);
+        let newest = (newest != i64::MIN).then_some(newest);
+        match self.reach.get().map(|r| r(cell)) {
+            None => newest,
+            Some(Reach { through, owned }) => {
+                let through = through.map(|t| t.0);
+                if owned { through.max(newest) } else { through }
+            }
+        }
+    }
+
+    /// Records one decision read from the prices topic (any instance's,
+    /// this one's included, in any order): idempotent with what this
+    /// instance published, keyed by (cell, tick). Does not move the newest
+    /// tick; `false` when it does not parse.
+    pub fn record_update(&self, u: &PriceUpdate) -> bool {
+        self.parse_and_record(u).is_some()
     }
 
     /// See [`History`]'s `unseen_are_unpriced`: `false` for a pipeline
@@ -200,18 +290,32 @@ impl History {
         complete_from: Tick,
     ) -> RestoreStats {
         let mut stats = RestoreStats::default();
+        let mut newest = i64::MIN;
         for u in updates {
             match self.restore_one(u) {
-                Some(_) => stats.applied += 1,
+                Some(_) => {
+                    stats.applied += 1;
+                    newest = newest.max(u.tick);
+                }
                 None => stats.skipped += 1,
             }
         }
-        self.finish_restore(complete_from);
+        self.finish_restore(complete_from, newest);
         stats
     }
 
     /// Records one update; its cell, or `None` when it does not parse.
+    /// Without a [`Reach`] (one process prices everything) a restored
+    /// tick is known everywhere, so it moves the newest tick.
     fn restore_one(&self, u: &PriceUpdate) -> Option<u64> {
+        let cell = self.parse_and_record(u)?;
+        if self.reach.get().is_none() {
+            self.newest.fetch_max(u.tick, Relaxed);
+        }
+        Some(cell)
+    }
+
+    fn parse_and_record(&self, u: &PriceUpdate) -> Option<u64> {
         let cell = u64::from_str_radix(&u.cell, 16)
             .ok()
             .and_then(CellId::from_u64)?;
@@ -225,18 +329,19 @@ impl History {
             twentieths as u32,
             &u.model_version,
         );
-        self.newest.fetch_max(u.tick, Relaxed);
         Some(cell.as_u64())
     }
 
-    fn finish_restore(&self, complete_from: Tick) {
+    /// `newest_restored`: the newest tick among the restored updates
+    /// (the retention is counted back from it when no tick was published).
+    fn finish_restore(&self, complete_from: Tick, newest_restored: i64) {
         self.covered_from.fetch_min(complete_from.0, Relaxed);
         self.unseen_are_unpriced.store(true, Relaxed);
-        let horizon = Tick(
-            self.newest
-                .load(Relaxed)
-                .saturating_sub(self.retention_ticks),
-        );
+        let newest = self.newest.load(Relaxed).max(newest_restored);
+        if newest == i64::MIN {
+            return;
+        }
+        let horizon = Tick(newest.saturating_sub(self.retention_ticks));
         for shard in 0..SHARDS {
             self.prune_shard(shard, horizon);
         }
@@ -256,6 +361,7 @@ impl History {
         CompactedRestore {
             history: self,
             oldest: FxHashMap::default(),
+            newest: i64::MIN,
             stats: RestoreStats::default(),
         }
     }
@@ -328,7 +434,10 @@ impl History {
         if base == i64::MIN {
             return;
         }
-        let horizon = (horizon.0 - base).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+        let horizon = horizon
+            .0
+            .saturating_sub(base)
+            .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
         let Ok(mut cells) = self.shards[shard].write() else {
             return;
         };
@@ -345,7 +454,7 @@ impl History {
     /// The change in force at event time `at_ms` (`None`: the cell was at
     /// 1.0, unpriced).
     pub fn at(&self, cell: CellId, at_ms: i64) -> Result<Option<Change>, HistoryError> {
-        let k = self.tick_at(at_ms)?;
+        let k = self.tick_at(cell, at_ms)?;
         let (changes, complete_from) = self.cell_changes(cell);
         self.check_cell(complete_from, k)?;
         let change = changes.iter().rev().find(|c| c.tick <= k).cloned();
@@ -365,15 +474,15 @@ impl History {
     }
 
     /// The change in force at `from_ms` and every change after it up to
-    /// `to_ms` (inclusive), oldest first; `to_ms` may lie after the newest
-    /// tick (see [`Self::known_until_ms`]).
+    /// `to_ms` (inclusive), oldest first; `to_ms` may lie after what is
+    /// known (see [`Self::known_until_ms`]): the caller caps it.
     pub fn range(
         &self,
         cell: CellId,
         from_ms: i64,
         to_ms: i64,
     ) -> Result<(Option<Change>, Vec<Change>), HistoryError> {
-        let k = self.tick_at(from_ms)?;
+        let k = self.tick_at(cell, from_ms)?;
         let (changes, complete_from) = self.cell_changes(cell);
         self.check_cell(complete_from, k)?;
         let at_from = changes.iter().rev().find(|c| c.tick <= k).cloned();
@@ -385,10 +494,11 @@ impl History {
         Ok((at_from, after))
     }
 
-    /// The end of the newest tick: answers are known up to it.
-    pub fn known_until_ms(&self) -> Option<i64> {
-        let n = self.newest.load(Relaxed);
-        (n != i64::MIN).then(|| Tick(n).end_ms(self.bucket_ms))
+    /// The end of the newest tick whose decisions for `cell` are all
+    /// known here: answers for it stop there (see [`Reach`]).
+    pub fn known_until_ms(&self, cell: CellId) -> Option<i64> {
+        self.known_tick(cell)
+            .map(|n| Tick(n).end_ms(self.bucket_ms))
     }
 
     /// The earliest time answered for any cell.
@@ -400,15 +510,15 @@ impl History {
     }
 
     /// The tick in force at `at_ms`: the newest whose end is at or before
-    /// it, if retained and fired.
-    fn tick_at(&self, at_ms: i64) -> Result<Tick, HistoryError> {
+    /// it, if retained and known for `cell`.
+    fn tick_at(&self, cell: CellId, at_ms: i64) -> Result<Tick, HistoryError> {
         let k = Tick(at_ms.div_euclid(self.bucket_ms) - 1);
-        let newest = self.newest.load(Relaxed);
-        if newest == i64::MIN || k.0 > newest {
+        let Some(known) = self.known_tick(cell).filter(|&n| k.0 <= n) else {
             return Err(HistoryError::NotYet {
-                known_until_ms: self.known_until_ms(),
+                known_until_ms: self.known_until_ms(cell),
             });
-        }
+        };
+        let newest = self.newest.load(Relaxed).max(known);
         let horizon = self
             .covered_from
             .load(Relaxed)
@@ -512,6 +622,8 @@ pub struct CompactedRestore<'h> {
     history: &'h History,
     /// Each restored cell's oldest tick: its history is complete from it.
     oldest: FxHashMap<u64, i64>,
+    /// The newest tick restored.
+    newest: i64,
     stats: RestoreStats,
 }
 
@@ -520,6 +632,7 @@ impl CompactedRestore<'_> {
         match self.history.restore_one(u) {
             Some(cell) => {
                 self.stats.applied += 1;
+                self.newest = self.newest.max(u.tick);
                 let t = self.oldest.entry(cell).or_insert(u.tick);
                 *t = (*t).min(u.tick);
             }
@@ -531,7 +644,7 @@ impl CompactedRestore<'_> {
     pub fn finish(self) -> RestoreStats {
         let h = self.history;
         let first = self.oldest.values().copied().min().unwrap_or(i64::MAX);
-        h.finish_restore(Tick(first));
+        h.finish_restore(Tick(first), self.newest);
         for (cell, tick) in self.oldest {
             let Some(rel) = h.rel(Tick(tick)) else {
                 continue;
@@ -746,5 +859,109 @@ mod tests {
         if let Some(n) = never {
             assert_eq!(h.at(n, Tick(160).end_ms(B)).map(|c| c.is_none()), Ok(true));
         }
+    }
+
+    fn update(cell: u64, tick: i64, multiplier: f64) -> PriceUpdate {
+        PriceUpdate {
+            cell: format!("{cell:x}"),
+            tick,
+            tick_end_ms: Tick(tick).end_ms(B),
+            multiplier,
+            model_version: "v2".into(),
+            ..PriceUpdate::default()
+        }
+    }
+
+    /// Kafka mode: this instance prices `CELL`; `other` is another
+    /// instance's, known here only through the tick its prices are proved
+    /// read (the tail's frontier), whatever the tail has read beyond it.
+    #[test]
+    fn another_instances_cell_is_known_only_up_to_its_frontier() {
+        let other_id = CELL + (1 << 45);
+        let other = CellId::from_u64(other_id).unwrap();
+        let through = Arc::new(AtomicI64::new(i64::MIN));
+        let h = History::new(B, &HistoryConfig::default());
+        let t = Arc::clone(&through);
+        assert!(h.set_reach(Box::new(move |c| Reach {
+            through: Some(t.load(Relaxed)).filter(|&t| t != i64::MIN).map(Tick),
+            owned: c.as_u64() == CELL,
+        })));
+        for tick in 100..=200 {
+            h.publish(Tick(tick), &[]);
+        }
+        h.record(CELL, Tick(120), 30, "v2");
+        // The tail reads the other instance's decisions, one twice and
+        // one late (out of order): still one entry per (cell, tick).
+        for (tick, m) in [(110, 1.5), (150, 2.0), (150, 2.0), (250, 1.0), (130, 1.75)] {
+            assert!(h.record_update(&update(other_id, tick, m)));
+        }
+        assert!(!h.record_update(&PriceUpdate::default()));
+        // Nothing proved yet for the other cell: not yet known, no guess.
+        assert_eq!(
+            h.at(other, Tick(140).end_ms(B)),
+            Err(HistoryError::NotYet {
+                known_until_ms: None
+            })
+        );
+        through.store(160, Relaxed);
+        let at_other = |tick: i64| {
+            h.at(other, Tick(tick).end_ms(B))
+                .map(|c| c.map(|c| c.twentieths))
+        };
+        assert_eq!(at_other(109), Ok(None));
+        assert_eq!(at_other(110), Ok(Some(30)));
+        assert_eq!(at_other(130), Ok(Some(35)));
+        assert_eq!(at_other(160), Ok(Some(40)));
+        // Read up to tick 250, proved only through 160: 161 on is not yet
+        // known here, although this instance fired up to 200.
+        assert_eq!(
+            at_other(161),
+            Err(HistoryError::NotYet {
+                known_until_ms: Some(Tick(160).end_ms(B))
+            })
+        );
+        let (_, changes) = h
+            .range(other, Tick(100).end_ms(B), Tick(160).end_ms(B))
+            .unwrap();
+        let ticks: Vec<i64> = changes.iter().map(|c| c.tick.0).collect();
+        assert_eq!(ticks, [110, 130, 150]);
+        // The tail's records do not move this instance's newest tick: its
+        // own cell is known up to 200, not to the 250 read.
+        assert_eq!(h.known_until_ms(cell()), Some(Tick(200).end_ms(B)));
+        assert_eq!(at(&h, Tick(200).end_ms(B)), Ok(Some(30)));
+        assert!(matches!(
+            at(&h, Tick(201).end_ms(B)),
+            Err(HistoryError::NotYet { .. })
+        ));
+        // A frontier beyond the own newest tick counts for owned cells.
+        through.store(230, Relaxed);
+        assert_eq!(h.known_until_ms(cell()), Some(Tick(230).end_ms(B)));
+        assert_eq!(
+            at_other(250),
+            Err(HistoryError::NotYet {
+                known_until_ms: Some(Tick(230).end_ms(B))
+            })
+        );
+    }
+
+    #[test]
+    fn own_ticks_read_back_from_the_topic_are_not_duplicated() {
+        let h = History::new(B, &HistoryConfig::default());
+        // What `publish` records for the instance's own decisions.
+        for (tick, m) in [(10, 30), (11, 40)] {
+            h.record(CELL, Tick(tick), m, "v2");
+            h.publish(Tick(tick), &[]);
+        }
+        for (tick, m) in [(11, 2.0), (10, 1.5), (11, 2.0)] {
+            h.record_update(&update(CELL, tick, m));
+        }
+        let (cells, _) = h.footprint();
+        assert_eq!(cells, 1);
+        let (from, after) = h
+            .range(cell(), Tick(10).end_ms(B), Tick(11).end_ms(B))
+            .unwrap();
+        assert_eq!(from.map(|c| c.twentieths), Some(30));
+        assert_eq!(after.len(), 1);
+        assert_eq!(after[0].twentieths, 40);
     }
 }

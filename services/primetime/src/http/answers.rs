@@ -164,7 +164,9 @@ pub struct HistoryAnswer {
     pub at_from: HistoryEntry,
     /// Every change after `from` up to `to`, oldest first.
     pub changes: Vec<HistoryEntry>,
-    /// The end of the newest fired tick.
+    /// Decisions of this cell are known here up to this time: the end of
+    /// the newest fired tick, or for a cell another instance prices, of
+    /// the tick through which its prices are proved read from the topic.
     pub known_until_ms: Option<i64>,
     /// The earliest time the history answers for any cell.
     pub retained_from_ms: Option<i64>,

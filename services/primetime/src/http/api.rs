@@ -108,7 +108,7 @@ pub(super) fn cell_at(
         (status = 200, description = "The price (1.0 with `priced: false` when unpriced)", body = PriceAnswer),
         (status = 400, description = "Missing or invalid `lat`/`lng`/`at`, or an unreadable query string", body = ErrorBody),
         (status = 410, description = "`at` lies before the retained history (`outside_retention`)", body = ErrorBody),
-        (status = 422, description = "`at` lies after the newest fired tick (`not_yet_known`: retry later)", body = ErrorBody),
+        (status = 422, description = "`at` lies after what this instance knows of the cell (`not_yet_known`, retryable): its newest fired tick, or for a cell another instance prices, the tick through which that instance's acknowledged prices have been read from the prices topic here; never the last value known", body = ErrorBody),
     ))]
 pub async fn price(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.authorize(&req, Scope::Read)?;

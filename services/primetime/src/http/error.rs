@@ -47,8 +47,9 @@ pub enum ApiError {
         field: &'static str,
         message: String,
     },
-    /// `at` lies after the newest fired tick: the decision in force then
-    /// is not known yet.
+    /// `at` lies after what this instance knows of the cell (its newest
+    /// fired tick, or another instance's prices proved read): the decision
+    /// in force then is not known here yet.
     #[error("{field}: {message}")]
     NotYetKnown {
         field: &'static str,

@@ -1,8 +1,11 @@
 //! Prices at a past time: `GET /v1/price?at=` (its history branch) and
 //! `GET /v1/cells/{cell}/history`, over the table's per-cell
 //! [`crate::history::History`]. Before the retained history: 410
-//! `outside_retention` (never a guess); after the newest fired tick: 422
-//! `not_yet_known` (retryable).
+//! `outside_retention` (never a guess); after what this instance knows of
+//! the cell (its newest fired tick, or for a cell another instance prices
+//! the tick through which that instance's prices are proved read from the
+//! prices topic: see `crate::history`): 422 `not_yet_known` (retryable),
+//! never the last value known here.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use primetime_core::{CellId, Tick};
@@ -25,8 +28,8 @@ fn history_error(field: &'static str, e: HistoryError) -> ApiError {
         HistoryError::NotYet { known_until_ms } => ApiError::NotYetKnown {
             field,
             message: match known_until_ms {
-                Some(ms) => format!("after the newest fired tick, which ends at {ms} ms"),
-                None => "no tick has fired yet".to_owned(),
+                Some(ms) => format!("not yet known here: decisions are known up to {ms} ms"),
+                None => "not yet known here: no decision is known yet".to_owned(),
             },
         },
     }
@@ -87,7 +90,7 @@ fn entry(change: Option<Change>, bucket_ms: i64) -> HistoryEntry {
         (status = 400, description = "Not an H3 index at the price resolution, or a missing or invalid `from`/`to`", body = ErrorBody),
         (status = 404, description = "An index of the right shape that names no H3 cell", body = ErrorBody),
         (status = 410, description = "`from` lies before the retained history (`outside_retention`)", body = ErrorBody),
-        (status = 422, description = "`from` lies after the newest fired tick (`not_yet_known`: retry later)", body = ErrorBody),
+        (status = 422, description = "`from` lies after what this instance knows of the cell (`not_yet_known`, retryable): its newest fired tick, or for a cell another instance prices, the tick through which that instance's acknowledged prices have been read from the prices topic here; never the last value known", body = ErrorBody),
     ))]
 pub async fn cell_history(
     req: HttpRequest,
@@ -103,7 +106,7 @@ pub async fn cell_history(
     };
     let q = HistoryQuery::from_request(&req)?;
     let history = state.table.history();
-    let known_until_ms = history.known_until_ms();
+    let known_until_ms = history.known_until_ms(cell);
     let to = match (q.to, known_until_ms) {
         (Some(to), Some(k)) => to.min(k),
         (None, Some(k)) => k,

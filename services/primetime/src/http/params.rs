@@ -37,7 +37,8 @@ pub struct PriceQuery {
     pub lng: f64,
     /// A past time, ms since the Unix epoch: the decision in force then,
     /// from the per-cell history (410 before the retained history, 422
-    /// after the newest fired tick). Absent: the current price.
+    /// after what this instance knows of the cell). Absent: the current
+    /// price.
     #[param(minimum = 0, maximum = 253402300799999_i64)]
     pub at: Option<i64>,
 }
@@ -61,12 +62,12 @@ impl PriceQuery {
 #[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     /// Start, ms since the Unix epoch: the answer begins with the decision
-    /// in force then (410 before the retained history, 422 after the
-    /// newest fired tick).
+    /// in force then (410 before the retained history, 422 after what
+    /// this instance knows of the cell).
     #[param(minimum = 0, maximum = 253402300799999_i64)]
     pub from: i64,
-    /// End (inclusive), ms since the Unix epoch. Default and cap: the end
-    /// of the newest fired tick. Before `from`: no changes (an empty
+    /// End (inclusive), ms since the Unix epoch. Default and cap: what
+    /// this instance knows of the cell (`known_until_ms`). Before `from`: no changes (an empty
     /// range, not an error).
     #[param(minimum = 0, maximum = 253402300799999_i64)]
     pub to: Option<i64>,

@@ -36,7 +36,7 @@ struct Clients {
 pub(super) async fn run(config: ServiceConfig, parts: Parts) -> anyhow::Result<()> {
     let store = start_redis(&config, &parts)?;
     let clients = start_clients(&config, &parts, store).await?;
-    restore_history(&config, &parts);
+    restore_history(&config, &parts, &clients);
     let sink = clients
         .publisher
         .sink()
@@ -86,28 +86,59 @@ pub(super) async fn run(config: ServiceConfig, parts: Parts) -> anyhow::Result<(
     result
 }
 
-/// Restores the price history from the prices topic on a blocking task,
-/// while the epochs start: until it is done, past times the history has
-/// not seen answer 410 (see `set_unseen_are_unpriced`), never a guess.
-fn restore_history(config: &ServiceConfig, parts: &Parts) {
+/// Restores the price history from the prices topic, then tails it, on a
+/// thread of its own, while the epochs start: until a cell's decisions
+/// are proved read, times after what is known of it answer 422 and times
+/// the history has not seen answer 410 (see `history::Reach`), never a
+/// guess.
+fn restore_history(config: &ServiceConfig, parts: &Parts, clients: &Clients) {
+    let frontier = Arc::new(kafka::price_history::Frontier::new(clients.per_topic));
+    let (assignment, geo, per_topic) = (
+        clients.source.assignment(),
+        config.core.geo(),
+        clients.per_topic,
+    );
+    let reach_frontier = Arc::clone(&frontier);
+    parts.table.history().set_reach(Box::new(move |cell| {
+        let key = geo.region_of(cell).to_string();
+        let p = kafka::partition_for_key(key.as_bytes(), per_topic);
+        crate::history::Reach {
+            through: reach_frontier.through(p),
+            owned: assignment.is_owned(p),
+        }
+    }));
     let (k, table, stop) = (
         config.kafka.clone(),
         Arc::clone(&parts.table),
         Arc::clone(&parts.stop),
     );
-    // Not awaited: pricing must not wait for a long topic to be read.
-    drop(tokio::task::spawn_blocking(move || {
-        let started = std::time::Instant::now();
-        match kafka::price_history::restore_history(&k, table.history(), &stop) {
-            Ok(stats) => tracing::info!(
-                applied = stats.applied,
-                skipped = stats.skipped,
-                seconds = started.elapsed().as_secs_f64(),
-                "price history restored from the prices topic"
-            ),
-            Err(e) => tracing::error!(error = %e, "price history not restored"),
-        }
-    }));
+    let started = std::time::Instant::now();
+    // Its own thread, not awaited: pricing must not wait for a long topic
+    // to be read, and the tail then runs until the service stops.
+    let spawned = std::thread::Builder::new()
+        .name("primetime-price-history".into())
+        .spawn(move || {
+            let result = kafka::price_history::restore_and_tail(
+                &k,
+                table.history(),
+                &frontier,
+                &stop,
+                |stats| {
+                    tracing::info!(
+                        applied = stats.applied,
+                        skipped = stats.skipped,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "price history restored from the prices topic"
+                    );
+                },
+            );
+            if let Err(e) = result {
+                tracing::error!(error = %e, "price history not restored nor tailed");
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "price history thread not started");
+    }
 }
 
 /// The Redis store, when configured; its metrics join `/metrics`.
