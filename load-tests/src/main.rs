@@ -17,6 +17,7 @@
 //!   than a CPU-throttled service), with the shared config helpers;
 //! - [`ramp`]: live Kafka input at rising rates, the highest sustained;
 //! - [`scale`]: 3 M active cells, time per tick and bytes per cell;
+//! - [`replay_cores`]: `replay` on 2 cores and on 1, the second core's gain;
 //! - [`fetch_probe`]: which fetch limits the broker honours;
 //! - [`report`]: BENCHMARKS.md's table from the result files;
 //! - [`results`], [`util`]: the result shape and `/proc` helpers.
@@ -26,6 +27,7 @@ mod http;
 mod kafka;
 mod loadgen;
 mod ramp;
+mod replay_cores;
 mod report;
 mod results;
 mod scale;
@@ -63,6 +65,9 @@ enum Scenario {
     /// Which fetch size limits the Kafka broker honours (raw Fetch
     /// requests).
     FetchProbe(fetch_probe::ProbeArgs),
+    /// Replay on 2 cores and on 1 (taskset): events/s, CPU used, the rate
+    /// from the second core; decisions must be identical.
+    ReplayCores(replay_cores::ReplayCoresArgs),
     /// Regenerate the table of BENCHMARKS.md from load-tests/results/*.json.
     Report,
 }
@@ -76,6 +81,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Overload(a) => kafka::overload(&a),
         Scenario::Scale => scale::run(),
         Scenario::FetchProbe(a) => fetch_probe::run(&a),
+        Scenario::ReplayCores(a) => replay_cores::run(&a),
         Scenario::Report => report::run(),
     }
 }

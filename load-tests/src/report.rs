@@ -16,6 +16,7 @@ const ORDER: &[&str] = &[
     "engine",
     "h3",
     "replay",
+    "replay-cores",
     "model",
     "tick-3m",
     "scale",
