@@ -29,6 +29,40 @@ use crate::geo::RegionId;
 /// The default limit: no shard above 1.3 × the mean load.
 pub const DEFAULT_MAX_RATIO: f64 = 1.3;
 
+/// What a region made its shard do over some ticks, counted from the data
+/// (never timed), so the same input gives the same loads on every run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegionLoad {
+    /// Events applied to the region's cells (by their bucket's tick).
+    pub events: u64,
+    /// Cells of the region priced, summed over the ticks (a cell active
+    /// for 6 ticks counts 6): the tick's work of windows, features, model.
+    pub cell_ticks: u64,
+}
+
+impl RegionLoad {
+    pub fn add(&mut self, other: RegionLoad) {
+        self.events += other.events;
+        self.cell_ticks += other.cell_ticks;
+    }
+}
+
+/// Turns a [`RegionLoad`] into one cost (nanoseconds of shard CPU):
+/// `events × per_event + cell_ticks × per_cell_tick`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CostWeights {
+    pub per_event_ns: u64,
+    pub per_cell_tick_ns: u64,
+}
+
+impl CostWeights {
+    pub fn cost(&self, load: RegionLoad) -> u64 {
+        load.events
+            .saturating_mul(self.per_event_ns)
+            .saturating_add(load.cell_ticks.saturating_mul(self.per_cell_tick_ns))
+    }
+}
+
 /// One region changing shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Move {
