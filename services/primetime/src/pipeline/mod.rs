@@ -172,7 +172,9 @@ impl Pipeline {
             metrics: Arc::clone(&metrics),
             active: options.active.clone(),
             exchange: options.exchange.clone(),
-            count_costs: options.placement.map(|_| core.bucket_ms),
+            count_costs: options
+                .placement
+                .map(|_| (core.bucket_ms, core.region_resolution)),
         };
         let (arbiters, addrs) = start_shards(shards, &setup);
         let (progress_tx, progress_rx) = watch::channel(source::Progress::default());

@@ -47,14 +47,20 @@ use rustc_hash::FxHashMap;
 
 use super::shard::BoundaryView;
 
-/// Shard CPU per event applied and per cell priced at a tick, measured on
-/// the skewed benchmark (`cargo run --release -p primetime --example
-/// skewed_placement`, the embedded ONNX model, 2 shards, hash placement):
-/// each shard's thread CPU against its events and cell-ticks, two
-/// equations solved for the two weights. CALIBRATION_PLACEHOLDER
+/// Shard CPU per event applied and per cell priced at a tick (embedded
+/// ONNX model), calibrated with the skewed benchmark (`cargo run --release
+/// -p primetime --example skewed_placement`, 2 shards, hash placement):
+/// each shard's thread CPU (schedstat) against the events and cell-ticks
+/// the reference engine counts for its regions, two equations solved for
+/// the two weights. Fifteen runs of different shapes (2–7.8 M events,
+/// 54–222 k cell-ticks) on a 2-core machine shared with other builds gave
+/// 16–35 ns per event (mean 27) and 0.66–1.63 µs per cell-tick (mean
+/// 1.24); rounded to 30 ns and 1.2 µs. A cell-tick weighs about 40 events,
+/// so shard CPU follows active cells, and a region with half the events is
+/// far from half its shard's work.
 pub const DEFAULT_WEIGHTS: CostWeights = CostWeights {
-    per_event_ns: 100,
-    per_cell_tick_ns: 1000,
+    per_event_ns: 30,
+    per_cell_tick_ns: 1_200,
 };
 
 /// When and how regions are rebalanced.
@@ -150,52 +156,81 @@ impl ClockPlacement {
 pub(super) struct ShardCosts {
     geo: Geo,
     bucket_ms: i64,
-    /// (bucket, region) → events applied; a bucket's entries leave with
-    /// the report of the tick that closes it.
-    events: FxHashMap<(i64, RegionId), u64>,
+    /// An H3 index shifted right by this keeps the digits down to the
+    /// region's resolution: one key per region, without computing the
+    /// parent for every event.
+    region_shift: u32,
+    /// (bucket, region key) → (a cell of the region, events applied); a
+    /// bucket's entries leave with the report of the tick that closes it.
+    events: FxHashMap<(i64, u64), (CellId, u64)>,
+}
+
+/// The current run of events of one region and bucket in a batch.
+struct Run {
+    key: (i64, u64),
+    cell: CellId,
+    /// The bucket's time range.
+    from: i64,
+    to: i64,
+    n: u64,
 }
 
 impl ShardCosts {
-    pub(super) fn new(geo: Geo, bucket_ms: i64) -> Self {
+    pub(super) fn new(geo: Geo, bucket_ms: i64, region_resolution: u8) -> Self {
         Self {
             geo,
             bucket_ms,
+            // H3: 3 bits per resolution digit, the finest (15) lowest.
+            region_shift: 3 * u32::from(15u8.saturating_sub(region_resolution)),
             events: FxHashMap::default(),
         }
     }
 
-    /// Counts a batch (events of one region and bucket come in runs: one
-    /// map update per run).
+    /// Counts a batch: events of one region and bucket come in runs, which
+    /// cost a shift and two compares per event and one map update each.
     pub(super) fn count(&mut self, events: &[ValidEvent]) {
-        let mut run: Option<((i64, RegionId), u64)> = None;
+        let mut run: Option<Run> = None;
         for e in events {
-            let key = (
-                bucket_of(e.time.0, self.bucket_ms),
-                self.geo.region_of(e.cell),
-            );
-            match &mut run {
-                Some((k, n)) if *k == key => *n += 1,
-                _ => {
-                    if let Some((k, n)) = run.replace((key, 1)) {
-                        *self.events.entry(k).or_default() += n;
-                    }
-                }
+            let (t, region) = (e.time.0, e.cell.as_u64() >> self.region_shift);
+            if let Some(r) = &mut run
+                && r.key.1 == region
+                && (r.from..r.to).contains(&t)
+            {
+                r.n += 1;
+                continue;
+            }
+            let bucket = bucket_of(t, self.bucket_ms);
+            let from = bucket.saturating_mul(self.bucket_ms);
+            let next = Run {
+                key: (bucket, region),
+                cell: e.cell,
+                from,
+                to: from.saturating_add(self.bucket_ms),
+                n: 1,
+            };
+            if let Some(done) = run.replace(next) {
+                self.add(done);
             }
         }
-        if let Some((k, n)) = run {
-            *self.events.entry(k).or_default() += n;
+        if let Some(done) = run {
+            self.add(done);
         }
+    }
+
+    fn add(&mut self, run: Run) {
+        self.events.entry(run.key).or_insert((run.cell, 0)).1 += run.n;
     }
 
     /// The loads of tick `tick`: the events of buckets up to it and the
     /// cells priced (`rows`), sorted by region.
     pub(super) fn take(&mut self, tick: Tick, rows: &[TickRow]) -> Vec<(RegionId, RegionLoad)> {
         let mut loads: FxHashMap<RegionId, RegionLoad> = FxHashMap::default();
-        self.events.retain(|&(bucket, region), n| {
+        let geo = self.geo;
+        self.events.retain(|&(bucket, _), &mut (cell, n)| {
             if bucket > tick.0 {
                 return true;
             }
-            loads.entry(region).or_default().events += *n;
+            loads.entry(geo.region_of(cell)).or_default().events += n;
             false
         });
         for row in rows {
@@ -290,7 +325,7 @@ mod tests {
     #[test]
     fn events_count_by_the_tick_of_their_bucket_and_cells_by_tick() {
         let geo = Geo::new(8, 5).expect("geo");
-        let mut costs = ShardCosts::new(geo, 10_000);
+        let mut costs = ShardCosts::new(geo, 10_000, 5);
         let (a, b) = (37.77, 37.0);
         let (ra, rb) = (
             geo.region_of(event(geo, a, 0).cell),

@@ -108,8 +108,9 @@ pub struct ShardSetup {
     /// Set when other instances own some regions.
     pub exchange: Option<Arc<dyn BoundaryExchange>>,
     /// Load-aware placement: count each region's load, by bucket of this
-    /// width (`None`: no placement, nothing counted).
-    pub count_costs: Option<i64>,
+    /// width and region of this resolution (`None`: no placement, nothing
+    /// counted).
+    pub count_costs: Option<(i64, u8)>,
 }
 
 pub struct ShardActor {
@@ -134,7 +135,7 @@ impl ShardActor {
             placement: Placement::new(setup.shards),
             costs: setup
                 .count_costs
-                .map(|bucket_ms| ShardCosts::new(setup.geo, bucket_ms)),
+                .map(|(bucket_ms, res)| ShardCosts::new(setup.geo, bucket_ms, res)),
             setup,
             rows: Vec::new(),
         }
