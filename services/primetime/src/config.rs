@@ -40,6 +40,9 @@ pub struct ServiceConfig {
     /// thread, in order). Default: the number of CPU cores; 1..=256.
     /// Decisions do not depend on it.
     pub ingest_workers: usize,
+    /// Load-aware placement of regions on shards (`[placement]`). Default
+    /// off.
+    pub placement: PlacementConfig,
     /// HTTP answers are `stale` when no tick was published for this long
     /// (wall clock). Default 30 s.
     pub stale_after_ms: i64,
@@ -88,6 +91,7 @@ impl Default for ServiceConfig {
             mailbox: 64,
             batch_size: 4096,
             ingest_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            placement: PlacementConfig::default(),
             stale_after_ms: 30_000,
             max_body_bytes: 256 * 1024,
             max_bbox_cells: 20_000,
@@ -126,6 +130,89 @@ fn embedded_sim() -> SimConfig {
     sim
 }
 
+/// Load-aware placement (`[placement]`, `--placement`,
+/// `PRIMETIME_PLACEMENT`): shards report what each region costs them
+/// (events and priced cells, weighed as shard CPU), and every
+/// `every_ticks` ticks regions move, between two ticks and with their
+/// cells, so that no shard carries more than `max_ratio` × the mean.
+/// Decisions do not depend on it. One instance only: `replay`, and
+/// `serve` with the embedded simulator in open loop (no `[sim.market]`);
+/// refused with Kafka (other instances read this one's boundary cells by
+/// the hash) and with the closed-loop simulator (its lockstep with the
+/// ticks cannot wait for moves).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlacementConfig {
+    /// Default false.
+    pub enabled: bool,
+    /// Plan moves after every this many ticks, from their costs. Default
+    /// 6 (a minute of 10 s buckets).
+    pub every_ticks: i64,
+    /// No shard above this × the mean cost (unless one region alone costs
+    /// more). Default 1.3.
+    pub max_ratio: f64,
+}
+
+impl Default for PlacementConfig {
+    fn default() -> Self {
+        let o = crate::pipeline::PlacementOptions::default();
+        Self {
+            enabled: false,
+            every_ticks: o.every_ticks,
+            max_ratio: o.max_ratio,
+        }
+    }
+}
+
+impl PlacementConfig {
+    /// The pipeline's options (`None` when off).
+    pub fn options(&self) -> Option<crate::pipeline::PlacementOptions> {
+        self.enabled.then(|| crate::pipeline::PlacementOptions {
+            every_ticks: self.every_ticks,
+            max_ratio: self.max_ratio,
+            ..crate::pipeline::PlacementOptions::default()
+        })
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=1_000_000).contains(&self.every_ticks) {
+            problems.push(format!(
+                "placement.every_ticks: must be in 1..=1000000, got {}",
+                self.every_ticks
+            ));
+        }
+        if !(self.max_ratio.is_finite() && self.max_ratio >= 1.0) {
+            problems.push(format!(
+                "placement.max_ratio: must be at least 1.0, got {}",
+                self.max_ratio
+            ));
+        }
+        problems
+    }
+}
+
+/// `--placement` / `PRIMETIME_PLACEMENT`: `off`, `on` (every
+/// `placement.every_ticks`), or a rebalance period in ticks (on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacementFlag {
+    Off,
+    On,
+    EveryTicks(i64),
+}
+
+impl std::str::FromStr for PlacementFlag {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.trim() {
+            "off" | "false" => Ok(Self::Off),
+            "on" | "true" => Ok(Self::On),
+            n => n.parse().map(Self::EveryTicks).map_err(|_| ()),
+        }
+    }
+}
+
 /// Every problem found, one per line.
 #[derive(Debug, Error)]
 #[error("invalid configuration:\n{}", .0.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -145,6 +232,7 @@ pub struct Overrides {
     pub create_topics: bool,
     pub redis_url: Option<String>,
     pub kafka_instance_id: Option<String>,
+    pub placement: Option<PlacementFlag>,
 }
 
 impl ServiceConfig {
@@ -186,6 +274,15 @@ impl ServiceConfig {
         }
         if let Some(v) = &overrides.redis_url {
             config.redis.url.clone_from(v);
+        }
+        match overrides.placement {
+            None => {}
+            Some(PlacementFlag::Off) => config.placement.enabled = false,
+            Some(PlacementFlag::On) => config.placement.enabled = true,
+            Some(PlacementFlag::EveryTicks(n)) => {
+                config.placement.enabled = true;
+                config.placement.every_ticks = n;
+            }
         }
         config.validate()?;
         Ok(config)
@@ -264,6 +361,13 @@ impl ServiceConfig {
         problems.extend(self.quotes.problems());
         problems.extend(self.history.problems());
         problems.extend(self.auth.problems());
+        problems.extend(self.placement.problems());
+        if self.placement.enabled && self.kafka.enabled() {
+            problems.push(
+                "placement.enabled: load-aware placement runs in one instance only (replay, embedded serve), not with kafka.brokers: other instances read this one's boundary cells by the hash"
+                    .to_owned(),
+            );
+        }
         if self.redis.enabled() && !self.kafka.enabled() {
             problems.push(
                 "redis.url: Redis is used in Kafka mode only (set kafka.brokers, or leave redis.url empty)"
@@ -275,6 +379,20 @@ impl ServiceConfig {
         } else {
             Err(ConfigErrors(problems))
         }
+    }
+
+    /// Problems only `serve` has (after [`Self::validate`]): placement
+    /// with the embedded simulator's closed loop, which runs in lockstep
+    /// with the ticks and cannot wait for moves.
+    pub fn serve_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.placement.enabled && !self.kafka.enabled() && self.sim.market.is_some() {
+            problems.push(
+                "placement.enabled: not with the embedded simulator's closed loop ([sim.market], the default): its lockstep with the ticks cannot wait for moves; give a [sim] table without [sim.market], or turn placement off"
+                    .to_owned(),
+            );
+        }
+        problems
     }
 
     pub fn socket_addr(&self) -> SocketAddr {
@@ -327,6 +445,51 @@ mod tests {
         std::fs::write(&path, "shardz = 3\n").unwrap();
         let err = ServiceConfig::load(Some(&path), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("unknown field `shardz`"), "{err}");
+    }
+
+    #[test]
+    fn placement_from_file_and_flag_and_where_it_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("primetime.toml");
+        std::fs::write(&path, "[placement]\nenabled = true\nevery_ticks = 3\n").unwrap();
+        let c = ServiceConfig::load(Some(&path), &Overrides::default()).unwrap();
+        assert_eq!(c.placement.options().map(|o| o.every_ticks), Some(3));
+        let off = Overrides {
+            placement: Some(PlacementFlag::Off),
+            ..Overrides::default()
+        };
+        let c = ServiceConfig::load(Some(&path), &off).unwrap();
+        assert_eq!(c.placement.options(), None, "the flag wins over the file");
+        assert_eq!("12".parse(), Ok(PlacementFlag::EveryTicks(12)));
+        assert_eq!("on".parse(), Ok(PlacementFlag::On));
+        assert!("sometimes".parse::<PlacementFlag>().is_err());
+        let zero = Overrides {
+            placement: Some(PlacementFlag::EveryTicks(0)),
+            ..Overrides::default()
+        };
+        let err = ServiceConfig::load(None, &zero).unwrap_err().to_string();
+        assert!(err.contains("placement.every_ticks"), "{err}");
+        // Kafka: refused for every command.
+        let kafka = Overrides {
+            placement: Some(PlacementFlag::On),
+            kafka_brokers: Some("127.0.0.1:9092".into()),
+            ..Overrides::default()
+        };
+        let err = ServiceConfig::load(None, &kafka).unwrap_err().to_string();
+        assert!(err.contains("placement.enabled"), "{err}");
+        // The default embedded city is a closed loop: serve refuses it,
+        // replay (no simulator) takes it.
+        let on = Overrides {
+            placement: Some(PlacementFlag::On),
+            ..Overrides::default()
+        };
+        let c = ServiceConfig::load(None, &on).unwrap();
+        assert!(c.serve_problems()[0].contains("closed loop"));
+        let open = ServiceConfig {
+            sim: SimConfig::default(),
+            ..c
+        };
+        assert!(open.serve_problems().is_empty());
     }
 
     #[test]

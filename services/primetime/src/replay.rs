@@ -78,6 +78,7 @@ where
 {
     let options = PipelineOptions {
         ingest_workers: config.ingest_workers,
+        placement: config.placement.options(),
         ..PipelineOptions::sized(config.shards, config.mailbox, config.batch_size)
     };
     run_with_options(config, options, input, sink, model)

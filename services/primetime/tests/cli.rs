@@ -277,3 +277,57 @@ fn replay_uses_the_embedded_model_from_any_directory() {
     assert!(parsed.iter().all(|d| d["explanation"]["fallback"] == false));
     assert_eq!(embedded, file, "embedded and file models decide alike");
 }
+
+#[test]
+fn replay_with_placement_decides_the_same_and_serve_refuses_it_where_unsupported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("events.log");
+    let status = primetime()
+        .args(["simulate", "--out"])
+        .arg(&log)
+        .args(["--minutes", "5", "--seed", "5", "--drivers", "800"])
+        .status()
+        .expect("run simulate");
+    assert!(status.success());
+    let replay = |placement: &str| {
+        let out = dir.path().join(format!("decisions-{placement}.jsonl"));
+        let output = primetime()
+            .args(["replay", "--input"])
+            .arg(&log)
+            .arg("--out")
+            .arg(&out)
+            .args(["--shards", "3", "--placement", placement])
+            .output()
+            .expect("run replay");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::read(&out).expect("read decisions")
+    };
+    let hash = replay("off");
+    assert!(!hash.is_empty());
+    assert_eq!(hash, replay("1"), "placement must not change a decision");
+
+    // The default embedded city runs a closed loop; Kafka has other
+    // instances: both refused before anything starts.
+    for args in [
+        vec!["--placement", "on"],
+        vec!["--placement", "on", "--kafka", "127.0.0.1:1"],
+    ] {
+        let output = primetime().args(&args).output().expect("run serve");
+        assert_eq!(output.status.code(), Some(64), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("placement.enabled"), "{stderr}");
+    }
+    let output = primetime()
+        .args(["replay", "--input"])
+        .arg(&log)
+        .arg("--out")
+        .arg(dir.path().join("x.jsonl"))
+        .args(["--placement", "sometimes"])
+        .output()
+        .expect("run replay");
+    assert_eq!(output.status.code(), Some(64));
+}

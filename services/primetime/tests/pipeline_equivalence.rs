@@ -193,6 +193,14 @@ fn actors_equal_the_reference_engine_while_regions_move_every_tick() {
         ..PlacementOptions::default()
     };
     check_equal_placed(&records, partitions, &formula, Some(by_load));
+    // The load rule without slack (a shard above the mean sheds down to
+    // it): regions move at almost every tick, by their measured costs.
+    let eager = PlacementOptions {
+        every_ticks: 1,
+        max_ratio: 1.0,
+        ..PlacementOptions::default()
+    };
+    check_equal_placed(&records, partitions, &formula, Some(eager));
 }
 
 #[test]

@@ -51,6 +51,10 @@ pub(super) struct ServeArgs {
     /// table and snapshots for fast restarts.
     #[arg(long, env = "PRIMETIME_REDIS")]
     pub(super) redis: Option<String>,
+    /// Load-aware placement of regions on shards: "off" (the default),
+    /// "on", or the rebalance period in ticks (on); one instance only.
+    #[arg(long, env = "PRIMETIME_PLACEMENT")]
+    pub(super) placement: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -140,6 +144,10 @@ pub(super) struct ReplayArgs {
     /// tick it is stamped with, as it did live.
     #[arg(long)]
     pub(super) controls: Option<PathBuf>,
+    /// Load-aware placement of regions on shards: "off" (the default),
+    /// "on", or the rebalance period in ticks (on); one instance only.
+    #[arg(long, env = "PRIMETIME_PLACEMENT")]
+    pub(super) placement: Option<String>,
 }
 
 pub(super) fn parse<T: std::str::FromStr>(
@@ -186,8 +194,15 @@ pub(super) fn serve_config(args: &ServeArgs) -> Result<ServiceConfig, ConfigErro
         create_topics: args.create_topics,
         redis_url: args.redis.clone(),
         kafka_instance_id: args.instance_id.clone(),
+        placement: parse("placement", &args.placement, &mut problems),
     };
-    load(args.config.as_ref(), overrides, problems)
+    let config = load(args.config.as_ref(), overrides, problems)?;
+    let serve_only = config.serve_problems();
+    if serve_only.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(serve_only))
+    }
 }
 
 pub(super) fn apply_sim_args(

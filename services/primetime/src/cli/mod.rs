@@ -82,6 +82,7 @@ fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         shards: parse("shards", &args.shards, &mut problems),
         model: args.model.clone(),
+        placement: parse("placement", &args.placement, &mut problems),
         ..Overrides::default()
     };
     let config = load(args.config.as_ref(), overrides, problems)?;
@@ -122,6 +123,7 @@ fn replay_with_controls(
     let options = crate::pipeline::PipelineOptions {
         ingest_workers: config.ingest_workers,
         controls: Some(Arc::new(log)),
+        placement: config.placement.options(),
         ..crate::pipeline::PipelineOptions::sized(config.shards, config.mailbox, config.batch_size)
     };
     crate::replay::run_with_options(config, options, input, sink, model)

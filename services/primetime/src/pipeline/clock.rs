@@ -245,7 +245,7 @@ impl<S: Sink> Clock<S> {
             }
             self.next_tick = Some(k.next());
             self.snapshot(k).await;
-            if let Some(p) = &self.placement {
+            if let Some(p) = &mut self.placement {
                 p.after_tick(k, &mut self.boundary).await;
             }
             if self.active_cells == 0 {
@@ -354,6 +354,9 @@ impl<S: Sink> Clock<S> {
             cells.extend(report.boundary);
             active += report.active_cells;
             failed |= report.model_failed;
+            if let Some(p) = &mut self.placement {
+                p.add(report.costs);
+            }
         }
         if let Some(x) = &self.exchange {
             x.publish(self.covered, tick, &cells);

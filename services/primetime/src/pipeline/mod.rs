@@ -172,6 +172,9 @@ impl Pipeline {
             metrics: Arc::clone(&metrics),
             active: options.active.clone(),
             exchange: options.exchange.clone(),
+            count_costs: options
+                .placement
+                .map(|_| (core.bucket_ms, core.region_resolution)),
         };
         let (arbiters, addrs) = start_shards(shards, &setup);
         let (progress_tx, progress_rx) = watch::channel(source::Progress::default());
@@ -264,7 +267,9 @@ fn placement_channel(
     let (tx, rx) = std::sync::mpsc::channel();
     let clock = placement::ClockPlacement {
         every_ticks: options.every_ticks,
+        weights: options.weights,
         requests: tx,
+        loads: rustc_hash::FxHashMap::default(),
     };
     (
         Some(clock),

@@ -8,14 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
 use actix::{Actor, Context, Handler, Message, MessageResult};
+use primetime_core::placement::RegionLoad;
 use primetime_core::record::ValidEvent;
 use primetime_core::snapshot::CellImage;
 use primetime_core::{
-    CellId, Geo, Move, Placement, Policy, PolicyParams, PriceDecision, PriceModel, Shard, Summary,
-    Tick, TickPricer, TickRow,
+    CellId, Geo, Move, Placement, Policy, PolicyParams, PriceDecision, PriceModel, RegionId, Shard,
+    Summary, Tick, TickPricer, TickRow,
 };
 use rustc_hash::FxHashMap;
 
+use super::placement::ShardCosts;
 use super::{ActiveCell, ActiveCells, BoundaryExchange};
 use crate::metrics::Metrics;
 
@@ -84,6 +86,8 @@ pub struct TickReport {
     pub boundary: Vec<(CellId, Summary)>,
     pub active_cells: usize,
     pub model_failed: bool,
+    /// With load-aware placement: this tick's load per region (sorted).
+    pub costs: Vec<(RegionId, RegionLoad)>,
 }
 
 /// What every shard of a pipeline shares (cloned into each).
@@ -103,6 +107,10 @@ pub struct ShardSetup {
     pub active: Option<Arc<dyn ActiveCells>>,
     /// Set when other instances own some regions.
     pub exchange: Option<Arc<dyn BoundaryExchange>>,
+    /// Load-aware placement: count each region's load, by bucket of this
+    /// width and region of this resolution (`None`: no placement, nothing
+    /// counted).
+    pub count_costs: Option<(i64, u8)>,
 }
 
 pub struct ShardActor {
@@ -115,6 +123,7 @@ pub struct ShardActor {
     /// that reach this shard (moves between two other shards do not
     /// change what this one owns).
     placement: Placement,
+    costs: Option<ShardCosts>,
 }
 
 impl ShardActor {
@@ -124,6 +133,9 @@ impl ShardActor {
             shard,
             pricer: TickPricer::new(Policy::new(setup.policy), setup.model.version()),
             placement: Placement::new(setup.shards),
+            costs: setup
+                .count_costs
+                .map(|(bucket_ms, res)| ShardCosts::new(setup.geo, bucket_ms, res)),
             setup,
             rows: Vec::new(),
         }
@@ -191,6 +203,9 @@ impl Handler<EventBatch> for ShardActor {
     fn handle(&mut self, batch: EventBatch, _: &mut Context<Self>) {
         for event in &batch.events {
             self.shard.apply(event);
+        }
+        if let Some(costs) = &mut self.costs {
+            costs.count(&batch.events);
         }
         self.setup.metrics.mailbox_depth[self.index].fetch_sub(1, Relaxed);
     }
@@ -260,6 +275,10 @@ impl Handler<FireTick> for ShardActor {
             .pricer
             .price(self.setup.model.as_ref(), tick, &self.rows, &mut decisions);
         self.shard.commit(tick, priced.changed);
+        let costs = match &mut self.costs {
+            Some(c) => c.take(tick, &self.rows),
+            None => Vec::new(),
+        };
         decisions.sort_unstable_by_key(|d| d.cell);
         let boundary = self.boundary();
         self.publish_active();
@@ -268,6 +287,7 @@ impl Handler<FireTick> for ShardActor {
             boundary,
             active_cells: self.shard.len(),
             model_failed: priced.model_failed,
+            costs,
         })
     }
 }

@@ -639,7 +639,7 @@ impl Source {
     fn serve_moves_with(&mut self, placement: &mut SourcePlacement) -> anyhow::Result<()> {
         let requests: Vec<_> = placement.requests.try_iter().collect();
         for req in requests {
-            let moves = placement.plan();
+            let moves = placement.plan(&req.costs);
             let mut summaries = Vec::new();
             for m in moves {
                 // Every batch is flushed between polls; be sure anyway.

@@ -28,6 +28,13 @@ pub(super) fn start(
     let stadium = sim.stadium_cell();
     let mut input = SimInput::new(sim, config.sim_speed, Arc::clone(&parts.stop));
     let mut options = pipeline_options(config, parts);
+    let problems = config.serve_problems();
+    if !problems.is_empty() {
+        // `serve`'s arguments checked this already; a caller that built
+        // the config in code gets the same refusal (exit 64).
+        return Err(crate::config::ConfigErrors(problems).into());
+    }
+    options.placement = config.placement.options();
     if config.sim.market.is_some() {
         // The closed loop (the default): riders and drivers react to the
         // prices, in lockstep with the ticks.
