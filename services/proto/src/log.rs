@@ -165,6 +165,9 @@ pub struct LogReader<R: Read> {
     /// Bytes consumed so far, i.e. the offset of the next entry.
     position: u64,
     done: bool,
+    /// The entry being decoded; reused, so reading costs one allocation
+    /// per entry (its payload), not two.
+    body: Vec<u8>,
 }
 
 impl<R: Read> LogReader<R> {
@@ -173,6 +176,7 @@ impl<R: Read> LogReader<R> {
             inner: BufReader::new(inner),
             position: 0,
             done: false,
+            body: Vec::new(),
         }
     }
 
@@ -243,11 +247,12 @@ impl<R: Read> LogReader<R> {
                 });
             }
         };
-        let mut body = Vec::with_capacity(len);
+        let body = &mut self.body;
+        body.clear();
         // `len` <= 16 MiB, so it fits in a u64.
         (&mut self.inner)
             .take(len as u64)
-            .read_to_end(&mut body)
+            .read_to_end(body)
             .map_err(|source| LogError::Io {
                 offset: start,
                 source,
