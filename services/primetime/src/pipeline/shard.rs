@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use actix::{Actor, Context, Handler, Message, MessageResult};
+use actix::{Actor, AsyncContext as _, Context, Handler, Message, MessageResult};
 use primetime_core::record::ValidEvent;
 use primetime_core::snapshot::CellImage;
 use primetime_core::{
@@ -33,6 +33,17 @@ pub struct EventBatch {
 pub struct Barrier {
     pub reply: tokio::sync::oneshot::Sender<Vec<primetime_core::snapshot::CellImage>>,
 }
+
+/// The next slice of a running snapshot export (sent to itself, so event
+/// batches and ticks run between slices).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ExportStep;
+
+/// Cells exported per [`ExportStep`]: ~5-10 ms of work, the longest a
+/// snapshot holds the shard up (unless a tick or move comes first, which
+/// finishes the export).
+const EXPORT_STEP_CELLS: usize = 50_000;
 
 /// A region moving away (between two ticks, see [`super::placement`]):
 /// remove its cells and send them on `reply`.
@@ -115,6 +126,8 @@ pub struct ShardActor {
     /// that reach this shard (moves between two other shards do not
     /// change what this one owns).
     placement: Placement,
+    /// Where the running snapshot export's image goes.
+    export_reply: Option<tokio::sync::oneshot::Sender<Vec<CellImage>>>,
 }
 
 impl ShardActor {
@@ -126,6 +139,7 @@ impl ShardActor {
             placement: Placement::new(setup.shards),
             setup,
             rows: Vec::new(),
+            export_reply: None,
         }
     }
 
@@ -199,10 +213,42 @@ impl Handler<EventBatch> for ShardActor {
 impl Handler<Barrier> for ShardActor {
     type Result = ();
 
-    fn handle(&mut self, barrier: Barrier, _: &mut Context<Self>) {
+    fn handle(&mut self, barrier: Barrier, ctx: &mut Context<Self>) {
         self.setup.metrics.mailbox_depth[self.index].fetch_sub(1, Relaxed);
-        // The clock may have given up on the snapshot: nothing to do.
-        let _ = barrier.reply.send(self.shard.export());
+        // A previous export still running is finished and sent first.
+        self.step_export(usize::MAX);
+        // The cut is now; the cells are copied in slices between the
+        // messages that follow (`Shard::begin_export`).
+        self.shard.begin_export();
+        self.export_reply = Some(barrier.reply);
+        ctx.notify(ExportStep);
+    }
+}
+
+impl Handler<ExportStep> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ExportStep, ctx: &mut Context<Self>) {
+        if self.step_export(EXPORT_STEP_CELLS) {
+            ctx.notify(ExportStep);
+        }
+    }
+}
+
+impl ShardActor {
+    /// Exports up to `cells` more cells; sends the image when complete.
+    /// Whether the export still runs.
+    fn step_export(&mut self, cells: usize) -> bool {
+        match self.shard.export_step(cells) {
+            Some(images) => {
+                // The clock may have given up on the snapshot: nothing to do.
+                if let Some(reply) = self.export_reply.take() {
+                    let _ = reply.send(images);
+                }
+                false
+            }
+            None => self.shard.exporting(),
+        }
     }
 }
 
