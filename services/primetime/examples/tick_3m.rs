@@ -41,7 +41,7 @@ const SHARDS: usize = 2;
 const PER_TOPIC: u32 = 8;
 /// Cells per slice of an incremental snapshot export (as the service's
 /// shard actor).
-const EXPORT_STEP_CELLS: usize = 50_000;
+const EXPORT_STEP_CELLS: usize = 20_000;
 /// The first event time (ms).
 const T0: i64 = 1_800_000_000_000;
 

@@ -40,10 +40,11 @@ pub struct Barrier {
 #[rtype(result = "()")]
 struct ExportStep;
 
-/// Cells exported per [`ExportStep`]: ~5-10 ms of work, the longest a
-/// snapshot holds the shard up (unless a tick or move comes first, which
-/// finishes the export).
-const EXPORT_STEP_CELLS: usize = 50_000;
+/// Cells exported per [`ExportStep`]: the longest a snapshot holds the
+/// shard up (unless a tick or move comes first, which finishes the
+/// export). ~300 ns a cell at 10 M cells: ~6 ms; slices of 50 k took up to
+/// 105 ms on a machine shared with builds, so 20 k keeps them < 100 ms.
+const EXPORT_STEP_CELLS: usize = 20_000;
 
 /// A region moving away (between two ticks, see [`super::placement`]):
 /// remove its cells and send them on `reply`.
@@ -297,6 +298,8 @@ impl Handler<FireTick> for ShardActor {
             self.pricer.set_controls(controls);
         }
         self.shard.close_tick(tick);
+        // The tick finished a running export: its image goes now.
+        self.step_export(0);
         self.rows.clear();
         let boundary = &msg.boundary;
         self.shard

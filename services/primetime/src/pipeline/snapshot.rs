@@ -11,7 +11,7 @@
 //!    its partitions' state and next offsets;
 //! 3. only then does the clock go on to tick `k+1`, so each mailbox holds
 //!    the barrier before `FireTick(k+1)`; each shard cuts its cells when it
-//!    reaches the barrier and exports them in slices of 50 k cells between
+//!    reaches the barrier and exports them in slices of 20 k cells between
 //!    its later messages (`Shard::begin_export`: a cell is copied before
 //!    any change to it, and a tick or a region move finishes the export
 //!    first), so a cut of millions of cells never holds a shard up for
