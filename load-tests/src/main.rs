@@ -16,7 +16,8 @@
 //! - [`kafka`]: `firehose` (drain a backlog) and `overload` (input faster
 //!   than a CPU-throttled service), with the shared config helpers;
 //! - [`ramp`]: live Kafka input at rising rates, the highest sustained;
-//! - [`scale`]: 3 M active cells, time per tick and bytes per cell;
+//! - [`scale`]: 3 M (or more) active cells, time per tick, bytes per cell,
+//!   snapshot pause and size;
 //! - [`replay_cores`]: `replay` on 2 cores and on 1, the second core's gain;
 //! - [`fetch_probe`]: which fetch limits the broker honours;
 //! - [`report`]: BENCHMARKS.md's table from the result files;
@@ -59,9 +60,10 @@ enum Scenario {
     /// Overload: publish into Kafka faster than a CPU-throttled service
     /// takes it; resident memory must stay bounded.
     Overload(kafka::OverloadArgs),
-    /// Scale: 3 M active cells — time per tick (ONNX model, guardrails,
-    /// commit, 2 threads) and resident memory per active cell.
-    Scale,
+    /// Scale: 3 M (or `--cells N`) active cells — time per tick (ONNX
+    /// model, guardrails, commit, 2 threads), resident memory per active
+    /// cell, and a snapshot cut's pause and size.
+    Scale(scale::ScaleArgs),
     /// Which fetch size limits the Kafka broker honours (raw Fetch
     /// requests).
     FetchProbe(fetch_probe::ProbeArgs),
@@ -79,7 +81,7 @@ fn main() -> anyhow::Result<()> {
         Scenario::Firehose(a) => kafka::firehose(&a),
         Scenario::Ramp(a) => ramp::run(&a),
         Scenario::Overload(a) => kafka::overload(&a),
-        Scenario::Scale => scale::run(),
+        Scenario::Scale(a) => scale::run(&a),
         Scenario::FetchProbe(a) => fetch_probe::run(&a),
         Scenario::ReplayCores(a) => replay_cores::run(&a),
         Scenario::Report => report::run(),

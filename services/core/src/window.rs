@@ -9,6 +9,8 @@
 //! 3. [`Shard::commit`] stores the new multipliers, making every cell's
 //!    summary that of tick `k`, and evicts idle cells at 1.0.
 
+mod export;
+
 use std::collections::VecDeque;
 
 use rustc_hash::FxHashMap;
@@ -153,6 +155,8 @@ pub struct Shard {
     /// neighbour reads of a tick touch only these 12 bytes per cell).
     summaries: Vec<Summary>,
     scratch: Vec<DriverId>,
+    /// A snapshot export in progress ([`Self::begin_export`]).
+    export: Option<export::Export>,
 }
 
 impl Shard {
@@ -164,6 +168,7 @@ impl Shard {
             cells: Vec::new(),
             summaries: Vec::new(),
             scratch: Vec::new(),
+            export: None,
         }
     }
 
@@ -234,6 +239,8 @@ impl Shard {
     where
         F: Fn(CellId) -> bool,
     {
+        // Removing cells moves others between slots.
+        self.finish_export();
         let slots: Vec<usize> = (0..self.cells.len())
             .filter(|&s| take(self.cells[s].id))
             .collect();
@@ -370,7 +377,10 @@ impl Shard {
             Signal::Demand(_) => None,
         };
         let slot = match self.slot(event.cell) {
-            Some(s) => s,
+            Some(s) => {
+                self.before_change(s);
+                s
+            }
             None => self.insert(event.cell),
         };
         let cell = &mut self.cells[slot];
@@ -388,6 +398,7 @@ impl Shard {
 
     /// Step 1 of a tick: every cell's own window stats at `tick`.
     pub fn close_tick(&mut self, tick: Tick) {
+        self.finish_export();
         let p = self.params;
         let k = tick.0;
         // In blocks: first a tight loop that only loads each cell's oldest
@@ -459,6 +470,7 @@ impl Shard {
     where
         I: IntoIterator<Item = (CellId, Multiplier)>,
     {
+        self.finish_export();
         // `results` usually follows the order of `feature_rows` (slot
         // order): look a few slots ahead before falling back to the index.
         const SCAN: usize = 16;
@@ -575,6 +587,12 @@ fn bucket_mut(buckets: &mut VecDeque<Bucket>, index: i64) -> &mut Bucket {
         pos -= 1;
     }
     if pos == 0 || buckets[pos - 1].index != index {
+        if buckets.capacity() == 0 {
+            // A cell's first bucket: room for exactly one (a deque's first
+            // growth reserves four, 192 bytes, for cells that mostly hold
+            // one or two buckets). Later growth doubles as usual.
+            buckets.reserve_exact(1);
+        }
         buckets.insert(pos, Bucket::new(index));
         pos += 1;
     }

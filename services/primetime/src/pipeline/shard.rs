@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use actix::{Actor, Context, Handler, Message, MessageResult};
+use actix::{Actor, AsyncContext as _, Context, Handler, Message, MessageResult};
 use primetime_core::placement::RegionLoad;
 use primetime_core::record::ValidEvent;
 use primetime_core::snapshot::CellImage;
@@ -35,6 +35,18 @@ pub struct EventBatch {
 pub struct Barrier {
     pub reply: tokio::sync::oneshot::Sender<Vec<primetime_core::snapshot::CellImage>>,
 }
+
+/// The next slice of a running snapshot export (sent to itself, so event
+/// batches and ticks run between slices).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ExportStep;
+
+/// Cells exported per [`ExportStep`]: the longest a snapshot holds the
+/// shard up (unless a tick or move comes first, which finishes the
+/// export). ~300 ns a cell at 10 M cells: ~6 ms; slices of 50 k took up to
+/// 105 ms on a machine shared with builds, so 20 k keeps them < 100 ms.
+const EXPORT_STEP_CELLS: usize = 20_000;
 
 /// A region moving away (between two ticks, see [`super::placement`]):
 /// remove its cells and send them on `reply`.
@@ -124,6 +136,8 @@ pub struct ShardActor {
     /// change what this one owns).
     placement: Placement,
     costs: Option<ShardCosts>,
+    /// Where the running snapshot export's image goes.
+    export_reply: Option<tokio::sync::oneshot::Sender<Vec<CellImage>>>,
 }
 
 impl ShardActor {
@@ -138,6 +152,7 @@ impl ShardActor {
                 .map(|(bucket_ms, res)| ShardCosts::new(setup.geo, bucket_ms, res)),
             setup,
             rows: Vec::new(),
+            export_reply: None,
         }
     }
 
@@ -214,10 +229,42 @@ impl Handler<EventBatch> for ShardActor {
 impl Handler<Barrier> for ShardActor {
     type Result = ();
 
-    fn handle(&mut self, barrier: Barrier, _: &mut Context<Self>) {
+    fn handle(&mut self, barrier: Barrier, ctx: &mut Context<Self>) {
         self.setup.metrics.mailbox_depth[self.index].fetch_sub(1, Relaxed);
-        // The clock may have given up on the snapshot: nothing to do.
-        let _ = barrier.reply.send(self.shard.export());
+        // A previous export still running is finished and sent first.
+        self.step_export(usize::MAX);
+        // The cut is now; the cells are copied in slices between the
+        // messages that follow (`Shard::begin_export`).
+        self.shard.begin_export();
+        self.export_reply = Some(barrier.reply);
+        ctx.notify(ExportStep);
+    }
+}
+
+impl Handler<ExportStep> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ExportStep, ctx: &mut Context<Self>) {
+        if self.step_export(EXPORT_STEP_CELLS) {
+            ctx.notify(ExportStep);
+        }
+    }
+}
+
+impl ShardActor {
+    /// Exports up to `cells` more cells; sends the image when complete.
+    /// Whether the export still runs.
+    fn step_export(&mut self, cells: usize) -> bool {
+        match self.shard.export_step(cells) {
+            Some(images) => {
+                // The clock may have given up on the snapshot: nothing to do.
+                if let Some(reply) = self.export_reply.take() {
+                    let _ = reply.send(images);
+                }
+                false
+            }
+            None => self.shard.exporting(),
+        }
     }
 }
 
@@ -266,6 +313,8 @@ impl Handler<FireTick> for ShardActor {
             self.pricer.set_controls(controls);
         }
         self.shard.close_tick(tick);
+        // The tick finished a running export: its image goes now.
+        self.step_export(0);
         self.rows.clear();
         let boundary = &msg.boundary;
         self.shard

@@ -10,8 +10,12 @@
 //!    shard mailbox behind the batches it already sent, and answers with
 //!    its partitions' state and next offsets;
 //! 3. only then does the clock go on to tick `k+1`, so each mailbox holds
-//!    the barrier before `FireTick(k+1)`; each shard exports its cells when
-//!    it reaches the barrier, and a task hands the whole image to the
+//!    the barrier before `FireTick(k+1)`; each shard cuts its cells when it
+//!    reaches the barrier and exports them in slices of 20 k cells between
+//!    its later messages (`Shard::begin_export`: a cell is copied before
+//!    any change to it, and a tick or a region move finishes the export
+//!    first), so a cut of millions of cells never holds a shard up for
+//!    more than one slice; a task hands the whole image to the
 //!    [`SnapshotSink`].
 //!
 //! Restoring an image and reading every partition from its offset gives
