@@ -318,6 +318,7 @@ fn snapshot(config: &Config, shards: &mut [Shard], tick: Tick) -> anyhow::Result
         marks: Vec::new(),
         max_bucket: None,
         committed: None,
+        max_ingest_ms: None,
     };
     let image = PipelineImage {
         tick,

@@ -41,6 +41,9 @@ pub struct SourcePartitionImage {
     pub marks: Vec<(i64, i64)>,
     pub max_bucket: Option<i64>,
     pub committed: Option<i64>,
+    /// The newest ingest time of the records before `next_offset` (ms):
+    /// where a restored epoch's ingest clock starts (Kafka idleness).
+    pub max_ingest_ms: Option<i64>,
 }
 
 /// A pipeline after tick `tick`, cut at the partitions' offsets.

@@ -237,6 +237,8 @@ struct PartitionSlot {
     state: PartitionState,
     commits: CommitTracker,
     was_idle: bool,
+    /// The newest ingest time consumed (snapshots carry it).
+    max_ingest_ms: Option<i64>,
 }
 
 /// How a source is built, beyond its config and shards.
@@ -365,6 +367,7 @@ impl Source {
                 state: PartitionState::new(self.partition_params),
                 commits: CommitTracker::default(),
                 was_idle: false,
+                max_ingest_ms: None,
             })
             .collect();
         for img in std::mem::take(&mut self.restore) {
@@ -378,6 +381,7 @@ impl Source {
                 next_offset: Some(img.next_offset),
                 committed: img.committed,
             };
+            slot.max_ingest_ms = img.max_ingest_ms;
         }
         Ok(slots)
     }
@@ -473,6 +477,10 @@ impl Source {
             slot.was_idle = false;
         }
         slot.commits.consumed(r.offset);
+        slot.max_ingest_ms = Some(
+            slot.max_ingest_ms
+                .map_or(r.ingest_time_ms, |m| m.max(r.ingest_time_ms)),
+        );
         let admitted = match checked {
             Ok(event) => slot
                 .state
@@ -609,6 +617,7 @@ impl Source {
                         marks: c.marks.iter().copied().collect(),
                         max_bucket: c.max_bucket,
                         committed: c.committed,
+                        max_ingest_ms: slot.max_ingest_ms,
                     })
                 })
                 .collect();

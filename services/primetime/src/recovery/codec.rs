@@ -14,7 +14,8 @@ use crate::pipeline::PipelineImage;
 use crate::redis::SnapshotPart;
 
 /// Version of the stored snapshot encoding.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// 2: a source partition's image carries its newest ingest time.
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 /// Version of the fingerprint's encoding (the fields of [`fingerprint`]
 /// and their order). Bump it when they change: old snapshots then stop
@@ -273,6 +274,7 @@ mod tests {
             marks: vec![(0, 40)],
             max_bucket: Some(0),
             committed: Some(10),
+            max_ingest_ms: Some(1_700_000_000_000),
         };
         PipelineImage {
             tick: Tick(99),

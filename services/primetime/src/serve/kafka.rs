@@ -297,7 +297,12 @@ async fn run_epoch(
     );
     let mut input = clients.source.input(start);
     if let Some(image) = &options.restore {
-        input = input.resumed_at(Watermark(image.watermark));
+        let newest = image
+            .partitions
+            .iter()
+            .filter_map(|p| p.max_ingest_ms)
+            .max();
+        input = input.resumed_at(newest, Watermark(image.watermark));
     }
     let pipeline = Pipeline::start(
         &config.core,

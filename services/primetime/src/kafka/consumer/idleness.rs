@@ -16,9 +16,9 @@
 //! - While every partition is idle, the watermark follows the ingest clock
 //!   ([`IngestClock`]): the newest ingest time read plus the wall time
 //!   since, minus `idle_timeout`.
-//!   An epoch restored from a snapshot starts the clock at the snapshot's
-//!   watermark plus `idle_timeout` (`KafkaInput::resumed_at`): with every
-//!   log already read, it must still fire its remaining ticks.
+//!   An epoch restored from a snapshot starts the clock at the newest
+//!   ingest time of the snapshot's records (`KafkaInput::resumed_at`):
+//!   with every log already read, it must still fire its remaining ticks.
 
 use std::time::{Duration, Instant};
 

@@ -329,15 +329,17 @@ pub struct KafkaInput {
 }
 
 impl KafkaInput {
-    /// An epoch restored from a snapshot whose service watermark was
-    /// `watermark`: until a record is read, the ingest clock starts there
-    /// (as if a record had arrived `idle_timeout` after it), so a restored
-    /// epoch at the end of every log still fires its remaining ticks once
-    /// every partition is idle, instead of holding until new input.
-    pub fn resumed_at(mut self, watermark: Watermark) -> Self {
+    /// An epoch restored from a snapshot: the ingest clock starts from the
+    /// newest ingest time the snapshot's records had (or, from a snapshot
+    /// without it, its service watermark plus `idle_timeout`), as if that
+    /// record had just been read. So a restored epoch at the end of every
+    /// log fires its remaining ticks once every partition is idle, as the
+    /// epoch before the restart would have, instead of holding until new
+    /// input.
+    pub fn resumed_at(mut self, newest_ingest_ms: Option<i64>, watermark: Watermark) -> Self {
         let timeout = i64::try_from(self.shared.idle_timeout.as_millis()).unwrap_or(i64::MAX);
-        self.ingest_clock
-            .observe(watermark.0.saturating_add(timeout), Instant::now());
+        let newest = newest_ingest_ms.unwrap_or_else(|| watermark.0.saturating_add(timeout));
+        self.ingest_clock.observe(newest, Instant::now());
         self
     }
 
