@@ -4,7 +4,6 @@
 //! read from the committed offsets. Each epoch's decisions go to the
 //! in-memory table, the prices topic and (optionally) Redis, in that order.
 
-use primetime_core::Watermark;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -296,13 +295,14 @@ async fn run_epoch(
         (sink.clone(), clients.store.clone().map(RedisPriceSink::new)),
     );
     let mut input = clients.source.input(start);
-    if let Some(image) = &options.restore {
-        let newest = image
-            .partitions
-            .iter()
-            .filter_map(|p| p.max_ingest_ms)
-            .max();
-        input = input.resumed_at(newest, Watermark(image.watermark));
+    // A snapshot taken before any record was read has nothing to resume.
+    let newest = options
+        .restore
+        .iter()
+        .flat_map(|image| image.partitions.iter().filter_map(|p| p.max_ingest_ms))
+        .max();
+    if let Some(newest) = newest {
+        input = input.resumed_at(newest);
     }
     let pipeline = Pipeline::start(
         &config.core,

@@ -329,17 +329,14 @@ pub struct KafkaInput {
 }
 
 impl KafkaInput {
-    /// An epoch restored from a snapshot: the ingest clock starts from the
-    /// newest ingest time the snapshot's records had (or, from a snapshot
-    /// without it, its service watermark plus `idle_timeout`), as if that
+    /// An epoch restored from a snapshot whose records' newest ingest time
+    /// was `newest_ingest_ms`: the ingest clock starts there, as if that
     /// record had just been read. So a restored epoch at the end of every
     /// log fires its remaining ticks once every partition is idle, as the
     /// epoch before the restart would have, instead of holding until new
     /// input.
-    pub fn resumed_at(mut self, newest_ingest_ms: Option<i64>, watermark: Watermark) -> Self {
-        let timeout = i64::try_from(self.shared.idle_timeout.as_millis()).unwrap_or(i64::MAX);
-        let newest = newest_ingest_ms.unwrap_or_else(|| watermark.0.saturating_add(timeout));
-        self.ingest_clock.observe(newest, Instant::now());
+    pub fn resumed_at(mut self, newest_ingest_ms: i64) -> Self {
+        self.ingest_clock.observe(newest_ingest_ms, Instant::now());
         self
     }
 
