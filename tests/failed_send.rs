@@ -117,14 +117,7 @@ fn a_refused_price_is_not_committed_past_and_is_published_after_recovery() {
     );
 
     // The broker takes records again: the refused ticks are sent again.
-    set_topic_configs(
-        &broker.addr,
-        &topics.prices,
-        &[
-            ("cleanup.policy", "compact"),
-            ("max.message.bytes", "1048588"),
-        ],
-    );
+    accept_prices(&broker, &topics);
     if let Err(e) =
         common::wait_committed_to_end(&broker, &topics, &group, &inputs, Duration::from_secs(120))
     {
@@ -190,14 +183,7 @@ fn with_redis_snapshots_a_refused_price_survives_a_kill_9() {
         first_decision - 1
     );
 
-    set_topic_configs(
-        &broker.addr,
-        &topics.prices,
-        &[
-            ("cleanup.policy", "compact"),
-            ("max.message.bytes", "1048588"),
-        ],
-    );
+    accept_prices(&broker, &topics);
     let mut service = Service::start(&config, &dir.path().join("service-2.log"), &[]);
     restarted_publishes_everything(&broker, &topics, &group, &inputs, &expected, &service);
     let status = service.terminate();
@@ -278,6 +264,15 @@ fn sigterm_while_the_broker_refuses_prices_stops_in_bounded_time_and_commits_not
     );
 
     // The next start, once the topic takes records, publishes them all.
+    accept_prices(&broker, &topics);
+    let mut service = Service::start(&config, &dir.path().join("service-2.log"), &[]);
+    restarted_publishes_everything(&broker, &topics, &group, &inputs, &expected, &service);
+    let status = service.terminate();
+    assert!(status.success(), "exit status {status}");
+}
+
+/// The prices topic takes records again (Kafka's default size limit).
+fn accept_prices(broker: &Broker, topics: &Topics) {
     set_topic_configs(
         &broker.addr,
         &topics.prices,
@@ -286,10 +281,6 @@ fn sigterm_while_the_broker_refuses_prices_stops_in_bounded_time_and_commits_not
             ("max.message.bytes", "1048588"),
         ],
     );
-    let mut service = Service::start(&config, &dir.path().join("service-2.log"), &[]);
-    restarted_publishes_everything(&broker, &topics, &group, &inputs, &expected, &service);
-    let status = service.terminate();
-    assert!(status.success(), "exit status {status}");
 }
 
 /// The first tick with a decision in the reference.

@@ -20,17 +20,23 @@ fn decisions(path: &std::path::Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
-#[test]
-fn the_model_prices_and_every_broken_model_means_flagged_fallback() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("events.log");
+/// `primetime simulate` into `dir/events.log` with `args`; the log's path.
+fn simulated_log(dir: &std::path::Path, args: &[&str]) -> std::path::PathBuf {
+    let log = dir.join("events.log");
     let status = primetime()
         .args(["simulate", "--out"])
         .arg(&log)
-        .args(["--minutes", "4", "--drivers", "600"])
+        .args(args)
         .status()
-        .expect("simulate");
-    assert!(status.success());
+        .expect("run simulate");
+    assert!(status.success(), "simulate failed");
+    log
+}
+
+#[test]
+fn the_model_prices_and_every_broken_model_means_flagged_fallback() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = simulated_log(dir.path(), &["--minutes", "4", "--drivers", "600"]);
     let replay = |model: &std::path::Path| {
         let out = dir.path().join("out.jsonl");
         let output = primetime()
@@ -108,11 +114,9 @@ fn the_model_prices_and_every_broken_model_means_flagged_fallback() {
 #[test]
 fn simulate_then_replay_twice_is_byte_identical() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("events.log");
-    let status = primetime()
-        .args(["simulate", "--out"])
-        .arg(&log)
-        .args([
+    let log = simulated_log(
+        dir.path(),
+        &[
             "--minutes",
             "6",
             "--seed",
@@ -121,10 +125,8 @@ fn simulate_then_replay_twice_is_byte_identical() {
             "600",
             "--noise",
             "0.01",
-        ])
-        .status()
-        .expect("run simulate");
-    assert!(status.success());
+        ],
+    );
     let mut outputs = Vec::new();
     for shards in ["1", "3", "3"] {
         let out = dir
@@ -281,14 +283,10 @@ fn replay_uses_the_embedded_model_from_any_directory() {
 #[test]
 fn replay_with_placement_decides_the_same_and_serve_refuses_it_where_unsupported() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = dir.path().join("events.log");
-    let status = primetime()
-        .args(["simulate", "--out"])
-        .arg(&log)
-        .args(["--minutes", "5", "--seed", "5", "--drivers", "800"])
-        .status()
-        .expect("run simulate");
-    assert!(status.success());
+    let log = simulated_log(
+        dir.path(),
+        &["--minutes", "5", "--seed", "5", "--drivers", "800"],
+    );
     let replay = |placement: &str| {
         let out = dir.path().join(format!("decisions-{placement}.jsonl"));
         let output = primetime()
